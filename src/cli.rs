@@ -1,0 +1,243 @@
+//! The command line: clap arguments and the mount(8)-style `-o` options,
+//! turned into plain configuration values. Every option, with its default,
+//! is described once in [`OPTIONS`], which also feeds `--help`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Every `-o` option: name, default, description.
+pub const OPTIONS: &[(&str, &str, &str)] = &[
+    ("ro", "off", "mount read-only"),
+    ("rw", "on", "mount read-write (the default)"),
+    ("allow_other", "off", "let other users use the mount (turns on default_permissions)"),
+    ("default_permissions", "off", "let the kernel check permissions from the modes shown"),
+    ("uid=N", "your uid", "owner shown for every file"),
+    ("gid=N", "your gid", "group shown for every file"),
+    ("umask=OCTAL", "0", "bits removed from the modes the server reports"),
+    ("user=NAME", "from URL", "login name, when the URL has none"),
+    ("password_file=FILE", "none", "read the password from FILE (first line)"),
+    ("connections=N", "4", "size of the FTP connection pool"),
+    ("cache_timeout=SECS", "30", "how long attributes and listings are trusted"),
+    ("block_cache=MIB", "32", "memory for cached file blocks, in MiB (0 turns it off)"),
+    ("connect_timeout=SECS", "10", "timeout for connecting and logging in"),
+    ("timeout=SECS", "30", "timeout for every command and data transfer step"),
+    ("debug", "off", "log every FTP command (PASS masked); implies -f"),
+    ("fsname=NAME", "the URL", "source name shown in /proc/mounts"),
+];
+
+/// Options that mount(8) or mount.fuse3 pass on and that do not concern us.
+const IGNORED: &[&str] = &[
+    "auto", "noauto", "_netdev", "nofail", "user", "users", "nouser", "owner", "group",
+    "defaults", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime",
+    "relatime", "norelatime", "strictatime", "diratime", "nodiratime", "async", "sync",
+    "dirsync", "silent", "loud", "rootmode", "blkdev", "subtype",
+];
+
+fn after_help() -> String {
+    let mut s = String::from(
+        "URL is ftp://[user[:password]@]host[:port][/path]; percent-encoding is decoded.\n\
+         A path is relative to the login directory; start it with // (or %2F) for an absolute one.\n\n\
+         The password comes from, in order: the URL, -o password_file=FILE, the FTPFS_PASSWORD\n\
+         environment variable, ~/.netrc, or a prompt when stdin is a terminal.\n\
+         Without a user, the login is anonymous.\n\n\
+         Mount options (-o name[=value],...):\n",
+    );
+    for (name, default, help) in OPTIONS {
+        s.push_str(&format!("  {name:<22} {help} [default: {default}]\n"));
+    }
+    s.push_str("\nUnmount with: fusermount3 -u MOUNTPOINT\nLogging: RUST_LOG=ftpfs=debug (see env_logger).");
+    s
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ftpfs",
+    version,
+    about = "Mount an FTP server as a local directory",
+    after_help = after_help()
+)]
+pub struct Args {
+    /// ftp://[user[:password]@]host[:port][/path]
+    pub url: String,
+    /// An existing, empty directory to mount on
+    pub mountpoint: PathBuf,
+    /// Mount options, comma separated (see below); may be repeated
+    #[arg(short = 'o', value_name = "OPTIONS", action = clap::ArgAction::Append)]
+    pub options: Vec<String>,
+    /// Stay in the foreground instead of going to the background
+    #[arg(short = 'f', long = "foreground")]
+    pub foreground: bool,
+    /// Debug output: log the FTP dialogue (PASS masked); implies -f
+    #[arg(short = 'd', long = "debug")]
+    pub debug: bool,
+}
+
+/// The values of the `-o` options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MountOpts {
+    pub read_only: bool,
+    pub allow_other: bool,
+    pub default_permissions: bool,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub umask: u32,
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub connections: usize,
+    pub cache_timeout: Duration,
+    pub block_cache_mib: usize,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub debug: bool,
+    pub fsname: Option<String>,
+}
+
+impl Default for MountOpts {
+    fn default() -> Self {
+        MountOpts {
+            read_only: false,
+            allow_other: false,
+            default_permissions: false,
+            uid: None,
+            gid: None,
+            umask: 0,
+            user: None,
+            password_file: None,
+            connections: 4,
+            cache_timeout: Duration::from_secs(30),
+            block_cache_mib: 32,
+            connect_timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(30),
+            debug: false,
+            fsname: None,
+        }
+    }
+}
+
+fn number<T: std::str::FromStr>(name: &str, v: Option<&str>) -> Result<T, String> {
+    let v = v.ok_or_else(|| format!("option {name} needs a value"))?;
+    v.parse()
+        .map_err(|_| format!("option {name}: {v:?} is not a valid number"))
+}
+
+fn seconds(name: &str, v: Option<&str>) -> Result<Duration, String> {
+    let s: f64 = number(name, v)?;
+    if !(0.0..=86400.0).contains(&s) {
+        return Err(format!("option {name}: {s} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+impl MountOpts {
+    /// Parses every `-o` argument (each comma separated) on top of the defaults.
+    pub fn parse(args: &[String]) -> Result<MountOpts, String> {
+        let mut o = MountOpts::default();
+        for arg in args {
+            for item in arg.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let (name, value) = match item.split_once('=') {
+                    Some((n, v)) => (n, Some(v)),
+                    None => (item, None),
+                };
+                match name {
+                    "ro" => o.read_only = true,
+                    "rw" => o.read_only = false,
+                    "allow_other" => o.allow_other = true,
+                    "default_permissions" => o.default_permissions = true,
+                    "uid" => o.uid = Some(number(name, value)?),
+                    "gid" => o.gid = Some(number(name, value)?),
+                    "umask" => {
+                        let v = value.ok_or("option umask needs a value")?;
+                        o.umask = u32::from_str_radix(v, 8)
+                            .ok()
+                            .filter(|m| *m <= 0o7777)
+                            .ok_or_else(|| format!("option umask: {v:?} is not an octal mode"))?;
+                    }
+                    "user" | "username" if value.is_some() => {
+                        o.user = value.map(str::to_string)
+                    }
+                    "password_file" => {
+                        o.password_file =
+                            Some(value.ok_or("option password_file needs a value")?.into())
+                    }
+                    "connections" => {
+                        o.connections = number(name, value)?;
+                        if !(1..=64).contains(&o.connections) {
+                            return Err("option connections must be between 1 and 64".into());
+                        }
+                    }
+                    "cache_timeout" => o.cache_timeout = seconds(name, value)?,
+                    "block_cache" => o.block_cache_mib = number(name, value)?,
+                    "connect_timeout" => o.connect_timeout = seconds(name, value)?,
+                    "timeout" => o.timeout = seconds(name, value)?,
+                    "debug" => o.debug = true,
+                    "fsname" => o.fsname = value.map(str::to_string),
+                    n if IGNORED.contains(&n) || n.starts_with("x-") || n.starts_with("comment=") => {
+                        log::debug!("ignoring mount option {item:?}");
+                    }
+                    "password" => {
+                        return Err(
+                            "option password= is not accepted (it would show in ps); \
+                             use password_file=, FTPFS_PASSWORD or ~/.netrc"
+                                .into(),
+                        )
+                    }
+                    _ => return Err(format!("unknown mount option {name:?} (see --help)")),
+                }
+            }
+        }
+        if o.allow_other {
+            o.default_permissions = true;
+        }
+        Ok(o)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &[&str]) -> Result<MountOpts, String> {
+        MountOpts::parse(&s.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn defaults() {
+        let o = parse(&[]).unwrap();
+        assert_eq!(o.connections, 4);
+        assert_eq!(o.cache_timeout, Duration::from_secs(30));
+        assert!(!o.read_only && !o.allow_other);
+    }
+
+    #[test]
+    fn comma_separated_and_repeated() {
+        let o = parse(&["ro,uid=1000,gid=100", "umask=022,connections=8", "cache_timeout=1.5"]).unwrap();
+        assert!(o.read_only);
+        assert_eq!((o.uid, o.gid, o.umask, o.connections), (Some(1000), Some(100), 0o22, 8));
+        assert_eq!(o.cache_timeout, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn allow_other_turns_on_default_permissions() {
+        assert!(parse(&["allow_other"]).unwrap().default_permissions);
+    }
+
+    #[test]
+    fn mount_helper_options_are_ignored_but_typos_are_not() {
+        assert!(parse(&["_netdev,noauto,x-systemd.automount,nosuid,nodev,rw"]).is_ok());
+        assert!(parse(&["conections=3"]).unwrap_err().contains("unknown"));
+        assert!(parse(&["uid=abc"]).is_err());
+        assert!(parse(&["umask=999"]).is_err());
+        assert!(parse(&["connections=0"]).is_err());
+        assert!(parse(&["password=x"]).unwrap_err().contains("ps"));
+    }
+
+    #[test]
+    fn help_lists_every_option_with_its_default() {
+        let h = after_help();
+        for (name, default, _) in OPTIONS {
+            assert!(h.contains(name) && h.contains(default), "{name}");
+        }
+    }
+}

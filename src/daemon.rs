@@ -1,0 +1,121 @@
+//! Process plumbing: going to the background once the mount is up (as sshfs does),
+//! and turning SIGINT, SIGTERM and SIGHUP into a clean unmount.
+
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// The write end held by the background child; writing a byte tells the waiting
+/// parent that the mount is up.
+pub struct ReadyPipe(Option<std::fs::File>);
+
+impl ReadyPipe {
+    /// In the foreground there is nobody to tell.
+    pub fn none() -> Self {
+        ReadyPipe(None)
+    }
+
+    pub fn notify_ready(&mut self) {
+        if let Some(mut f) = self.0.take() {
+            let _ = f.write_all(&[1]);
+        }
+    }
+}
+
+/// Forks. The parent waits until the child reports the mount ready (exit 0) or
+/// gives up (exit 1) and never returns; the child detaches and carries on.
+/// Must run before any thread is started.
+pub fn daemonize() -> std::io::Result<ReadyPipe> {
+    let mut fds = [0; 2];
+    // SAFETY: plain syscalls on fresh descriptors; the process has one thread here.
+    unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let (r, w) = (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]));
+        match libc::fork() {
+            -1 => Err(std::io::Error::last_os_error()),
+            0 => {
+                drop(r);
+                libc::setsid();
+                // Detach from the terminal; errors then go to the log only.
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                if null >= 0 {
+                    libc::dup2(null, 0);
+                    libc::dup2(null, 1);
+                    libc::dup2(null, 2);
+                    if null > 2 {
+                        libc::close(null);
+                    }
+                }
+                Ok(ReadyPipe(Some(std::fs::File::from(w))))
+            }
+            _child => {
+                drop(w);
+                let mut byte = [0u8; 1];
+                let ok = matches!(std::fs::File::from(r).read(&mut byte), Ok(1));
+                // Skip destructors: the child owns the FTP connection now.
+                libc::_exit(if ok { 0 } else { 1 })
+            }
+        }
+    }
+}
+
+/// Blocks the termination signals in this thread and every thread started after,
+/// so that one thread can wait for them with sigwait.
+pub fn block_signals() -> libc::sigset_t {
+    // SAFETY: initialises and applies a signal set owned by this function.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Starts a thread that waits for a termination signal and then runs `on_signal`.
+pub fn on_termination(set: libc::sigset_t, on_signal: impl FnOnce(i32) + Send + 'static) {
+    let _ = std::thread::Builder::new()
+        .name("ftpfs-signals".into())
+        .spawn(move || {
+            let mut sig = 0;
+            // SAFETY: waits on a valid, blocked signal set.
+            let rc = unsafe { libc::sigwait(&set, &mut sig) };
+            if rc == 0 {
+                on_signal(sig);
+            }
+        });
+}
+
+/// Unmounts `mnt`: umount(2) when we may (root), else fusermount3. Lazy if busy.
+pub fn unmount(mnt: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(mnt.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: a valid NUL-terminated path.
+    unsafe {
+        if libc::umount2(c.as_ptr(), 0) == 0 || libc::umount2(c.as_ptr(), libc::MNT_DETACH) == 0 {
+            return true;
+        }
+    }
+    std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg("-z")
+        .arg(mnt)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// The mount point as an absolute path, checked to be an existing directory.
+pub fn check_mountpoint(p: &Path) -> Result<PathBuf, String> {
+    let abs = std::fs::canonicalize(p)
+        .map_err(|e| format!("mount point {}: {e}", p.display()))?;
+    if !abs.is_dir() {
+        return Err(format!("mount point {} is not a directory", p.display()));
+    }
+    Ok(abs)
+}

@@ -1,0 +1,311 @@
+//! The attribute and directory cache: one remote listing per directory answers
+//! readdir, lookup and getattr for every entry in it until the TTL runs out.
+//!
+//! Bounded by the number of entries held (LRU over directories). A name missing from
+//! a fresh listing is a negative entry: ENOENT without a round trip. Concurrent misses
+//! on one directory share a single listing (single flight).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+
+use crate::remote::{Entry, RemoteResult};
+
+/// A directory's entries, in the server's order, with a name index.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub entries: Vec<Entry>,
+    index: HashMap<String, usize>,
+}
+
+impl Listing {
+    pub fn new(mut entries: Vec<Entry>) -> Self {
+        // A name listed twice (some servers do) keeps its first entry.
+        let mut index = HashMap::with_capacity(entries.len());
+        let mut keep = Vec::with_capacity(entries.len());
+        for e in entries.drain(..) {
+            if !index.contains_key(&e.name) {
+                index.insert(e.name.clone(), keep.len());
+                keep.push(e);
+            }
+        }
+        Listing {
+            entries: keep,
+            index,
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Entry> {
+        self.index.get(name).map(|&i| &self.entries[i])
+    }
+}
+
+struct Cached {
+    fetched: Instant,
+    listing: Arc<Listing>,
+}
+
+type Flight = Arc<(Mutex<Option<RemoteResult<Arc<Listing>>>>, Condvar)>;
+
+struct Inner {
+    dirs: LruCache<String, Cached>,
+    entries: usize,
+    in_flight: HashMap<String, Flight>,
+}
+
+pub struct MetaCache {
+    ttl: Duration,
+    max_entries: usize,
+    inner: Mutex<Inner>,
+    hits: std::sync::atomic::AtomicU64,
+    misses: std::sync::atomic::AtomicU64,
+}
+
+impl MetaCache {
+    /// `max_entries` bounds the entries held over all cached directories.
+    pub fn new(ttl: Duration, max_entries: usize) -> Self {
+        MetaCache {
+            ttl,
+            max_entries: max_entries.max(1),
+            inner: Mutex::new(Inner {
+                dirs: LruCache::unbounded(),
+                entries: 0,
+                in_flight: HashMap::new(),
+            }),
+            hits: 0.into(),
+            misses: 0.into(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The cached listing of `dir` if it is still fresh.
+    pub fn fresh(&self, dir: &str) -> Option<Arc<Listing>> {
+        let mut inner = self.lock();
+        let c = inner.dirs.get(dir)?;
+        if c.fetched.elapsed() < self.ttl {
+            Some(Arc::clone(&c.listing))
+        } else {
+            None
+        }
+    }
+
+    /// The listing of `dir`: from the cache while fresh, else from `fetch` (once,
+    /// however many threads ask at the same moment).
+    pub fn listing(
+        &self,
+        dir: &str,
+        fetch: impl FnOnce() -> RemoteResult<Vec<Entry>>,
+    ) -> RemoteResult<Arc<Listing>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (flight, leader) = {
+            let mut inner = self.lock();
+            if let Some(c) = inner.dirs.get(dir) {
+                if c.fetched.elapsed() < self.ttl {
+                    self.hits.fetch_add(1, Relaxed);
+                    return Ok(Arc::clone(&c.listing));
+                }
+            }
+            match inner.in_flight.get(dir) {
+                Some(f) => (Arc::clone(f), false),
+                None => {
+                    let f: Flight = Arc::new((Mutex::new(None), Condvar::new()));
+                    inner.in_flight.insert(dir.to_string(), Arc::clone(&f));
+                    (f, true)
+                }
+            }
+        };
+        if !leader {
+            let (lock, cv) = &*flight;
+            let mut slot = lock.lock().unwrap_or_else(|p| p.into_inner());
+            while slot.is_none() {
+                slot = cv.wait(slot).unwrap_or_else(|p| p.into_inner());
+            }
+            self.hits.fetch_add(1, Relaxed);
+            return slot.clone().unwrap_or_else(|| unreachable!());
+        }
+        self.misses.fetch_add(1, Relaxed);
+        let result = fetch().map(|entries| Arc::new(Listing::new(entries)));
+        {
+            let mut inner = self.lock();
+            inner.in_flight.remove(dir);
+            if let Ok(l) = &result {
+                self.insert_locked(&mut inner, dir, Arc::clone(l));
+            }
+        }
+        let (lock, cv) = &*flight;
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(result.clone());
+        cv.notify_all();
+        result
+    }
+
+    fn insert_locked(&self, inner: &mut Inner, dir: &str, listing: Arc<Listing>) {
+        if let Some(old) = inner.dirs.pop(dir) {
+            inner.entries -= old.listing.entries.len();
+        }
+        inner.entries += listing.entries.len();
+        inner.dirs.put(
+            dir.to_string(),
+            Cached {
+                fetched: Instant::now(),
+                listing,
+            },
+        );
+        while inner.entries > self.max_entries && inner.dirs.len() > 1 {
+            match inner.dirs.pop_lru() {
+                Some((_, c)) => inner.entries -= c.listing.entries.len(),
+                None => break,
+            }
+        }
+    }
+
+    /// Forgets a directory's listing (after a change to it).
+    pub fn invalidate(&self, dir: &str) {
+        let mut inner = self.lock();
+        if let Some(old) = inner.dirs.pop(dir) {
+            inner.entries -= old.listing.entries.len();
+        }
+    }
+
+    /// (hits, misses, directories, entries), for statistics.
+    pub fn stats(&self) -> (u64, u64, usize, usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let inner = self.lock();
+        (
+            self.hits.load(Relaxed),
+            self.misses.load(Relaxed),
+            inner.dirs.len(),
+            inner.entries,
+        )
+    }
+}
+
+/// Splits "/a/b/c" into ("/a/b", "c"); the root has no parent.
+pub fn split_path(path: &str) -> Option<(&str, &str)> {
+    let path = path.trim_end_matches('/');
+    let i = path.rfind('/')?;
+    let parent = if i == 0 { "/" } else { &path[..i] };
+    Some((parent, &path[i + 1..]))
+}
+
+/// Joins a directory path and a name.
+pub fn child_path(dir: &str, name: &str) -> String {
+    if dir == "/" {
+        format!("/{name}")
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote::{EntryKind, ErrorKind, RemoteError};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn entries(n: usize) -> Vec<Entry> {
+        (0..n)
+            .map(|i| Entry::new(format!("f{i}"), EntryKind::File, i as u64))
+            .collect()
+    }
+
+    #[test]
+    fn fresh_listing_is_served_without_fetching() {
+        let c = MetaCache::new(Duration::from_secs(60), 1000);
+        let calls = AtomicUsize::new(0);
+        for _ in 0..3 {
+            let l = c
+                .listing("/d", || {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    Ok(entries(3))
+                })
+                .unwrap();
+            assert_eq!(l.get("f2").map(|e| e.size), Some(2));
+            assert!(l.get("nope").is_none());
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn expired_listing_is_fetched_again() {
+        let c = MetaCache::new(Duration::from_millis(0), 1000);
+        let calls = AtomicUsize::new(0);
+        for _ in 0..2 {
+            c.listing("/d", || {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Ok(entries(1))
+            })
+            .unwrap();
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn errors_are_not_cached() {
+        let c = MetaCache::new(Duration::from_secs(60), 1000);
+        let e = c.listing("/d", || Err(RemoteError::new(ErrorKind::NotFound, "x")));
+        assert_eq!(e.unwrap_err().kind, ErrorKind::NotFound);
+        assert!(c.listing("/d", || Ok(entries(1))).is_ok());
+    }
+
+    #[test]
+    fn entry_budget_evicts_least_recently_used_directories() {
+        let c = MetaCache::new(Duration::from_secs(60), 10);
+        c.listing("/a", || Ok(entries(6))).unwrap();
+        c.listing("/b", || Ok(entries(6))).unwrap();
+        assert!(c.fresh("/a").is_none(), "a was evicted");
+        assert!(c.fresh("/b").is_some());
+        assert_eq!(c.stats().3, 6);
+    }
+
+    #[test]
+    fn concurrent_misses_share_one_fetch() {
+        let c = Arc::new(MetaCache::new(Duration::from_secs(60), 1000));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let c = Arc::clone(&c);
+                let calls = Arc::clone(&calls);
+                std::thread::spawn(move || {
+                    c.listing("/d", || {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(100));
+                        Ok(entries(2))
+                    })
+                    .unwrap()
+                    .entries
+                    .len()
+                })
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap(), 2);
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn duplicate_names_keep_the_first() {
+        let mut e = entries(2);
+        e.push(Entry::new("f0", EntryKind::Dir, 0));
+        let l = Listing::new(e);
+        assert_eq!(l.entries.len(), 2);
+        assert_eq!(l.get("f0").map(|e| e.kind), Some(EntryKind::File));
+    }
+
+    #[test]
+    fn paths_split_and_join() {
+        assert_eq!(split_path("/a/b"), Some(("/a", "b")));
+        assert_eq!(split_path("/a"), Some(("/", "a")));
+        assert_eq!(child_path("/", "x"), "/x");
+        assert_eq!(child_path("/a", "x"), "/a/x");
+    }
+}

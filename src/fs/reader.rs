@@ -1,0 +1,458 @@
+//! Per-handle reads: one streaming download per handle, filled ahead by a
+//! background thread, plus the shared LRU block cache.
+//!
+//! The producer thread reads whole aligned blocks from the data connection while
+//! the kernel copies earlier ones out, so network and copy overlap. The read-ahead
+//! window doubles while reads stay sequential. A backward seek past what is kept,
+//! or a long forward jump, restarts the download at the new offset. A stream whose
+//! reader went quiet gives its connection back to the pool.
+
+use std::collections::VecDeque;
+use std::io::Read;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use lru::LruCache;
+
+use crate::remote::{ErrorKind, Remote, RemoteError, RemoteResult};
+
+/// The unit of download chunks and of the block cache.
+pub const BLOCK: u64 = 256 * 1024;
+/// The first read-ahead window of a new stream.
+const INITIAL_WINDOW: u64 = 2 * BLOCK;
+/// The largest read-ahead window.
+const MAX_WINDOW: u64 = 8 * 1024 * 1024;
+/// Data kept behind the reader, for requests the kernel sends slightly out of order.
+const KEEP_BEHIND: u64 = 2 * BLOCK;
+/// A forward jump up to this far is read through instead of restarting the download.
+const SKIP_AHEAD: u64 = 2 * 1024 * 1024;
+/// A paused stream whose reader has not asked for anything in this long is closed.
+const IDLE_RELEASE: Duration = Duration::from_secs(3);
+
+/// Identifies one version of a file's content: a change of size or mtime is a new file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileKey {
+    pub ino: u64,
+    pub size: u64,
+    pub mtime: Option<SystemTime>,
+}
+
+/// The LRU cache of whole blocks, bounded in bytes.
+pub struct BlockCache {
+    blocks: Option<Mutex<LruCache<(FileKey, u64), Arc<Vec<u8>>>>>,
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+}
+
+impl BlockCache {
+    pub fn new(bytes: usize) -> Self {
+        let n = bytes / BLOCK as usize;
+        BlockCache {
+            blocks: NonZeroUsize::new(n).map(|n| Mutex::new(LruCache::new(n))),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> Option<MutexGuard<'_, LruCache<(FileKey, u64), Arc<Vec<u8>>>>> {
+        self.blocks
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn insert(&self, key: FileKey, index: u64, data: Arc<Vec<u8>>) {
+        if let Some(mut c) = self.lock() {
+            c.put((key, index), data);
+        }
+    }
+
+    /// The bytes `[offset, offset+len)` if every block they touch is cached.
+    pub fn get_range(&self, key: FileKey, offset: u64, len: u64) -> Option<Vec<u8>> {
+        let mut c = self.lock()?;
+        let end = offset + len;
+        let mut out = Vec::with_capacity(len as usize);
+        let mut pos = offset;
+        while pos < end {
+            let idx = pos / BLOCK;
+            let Some(block) = c.get(&(key, idx)) else {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                return None;
+            };
+            let start = (pos - idx * BLOCK) as usize;
+            if start >= block.len() {
+                break; // past the end of the file
+            }
+            let take = ((end - pos) as usize).min(block.len() - start);
+            out.extend_from_slice(&block[start..start + take]);
+            pos += take as u64;
+            if block.len() < BLOCK as usize {
+                break; // the file's last block
+            }
+        }
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        Some(out)
+    }
+
+    /// (blocks held, capacity in blocks).
+    pub fn usage(&self) -> (usize, usize) {
+        self.lock().map(|c| (c.len(), c.cap().get())).unwrap_or((0, 0))
+    }
+}
+
+#[derive(Default)]
+struct StreamState {
+    /// Downloaded blocks still kept: (offset, bytes), contiguous and in order.
+    chunks: VecDeque<(u64, Arc<Vec<u8>>)>,
+    /// The offset the producer has reached.
+    produced: u64,
+    /// The producer may read up to here.
+    limit: u64,
+    eof: bool,
+    error: Option<RemoteError>,
+    /// The consumer gave up on this stream.
+    cancelled: bool,
+    /// The producer stopped early (idle) without reaching the end.
+    stopped: bool,
+    last_request: Option<Instant>,
+}
+
+struct Shared {
+    st: Mutex<StreamState>,
+    cv: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, StreamState> {
+        self.st.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One download in progress, filled by its producer thread.
+struct Stream {
+    shared: Arc<Shared>,
+    start: u64,
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.shared.lock().cancelled = true;
+        self.shared.cv.notify_all();
+    }
+}
+
+enum Outcome {
+    Data(Vec<u8>),
+    /// The stream cannot serve this offset: start a new one.
+    Restart,
+}
+
+impl Stream {
+    fn start(
+        remote: &Arc<dyn Remote>,
+        path: &str,
+        key: FileKey,
+        offset: u64,
+        cache: &Arc<BlockCache>,
+    ) -> RemoteResult<Stream> {
+        let start = offset - offset % BLOCK;
+        let source = remote.open_read(path, start)?;
+        let shared = Arc::new(Shared {
+            st: Mutex::new(StreamState {
+                produced: start,
+                limit: start + INITIAL_WINDOW,
+                last_request: Some(Instant::now()),
+                ..Default::default()
+            }),
+            cv: Condvar::new(),
+        });
+        let producer = Arc::clone(&shared);
+        let cache = Arc::clone(cache);
+        let path = path.to_string();
+        std::thread::Builder::new()
+            .name("ftpfs-read".into())
+            .spawn(move || produce(source, producer, key, start, cache, path))
+            .map_err(|e| RemoteError::new(ErrorKind::Connection, format!("spawn: {e}")))?;
+        Ok(Stream { shared, start })
+    }
+
+    /// Whether `offset` is within reach of this stream without a restart.
+    fn reaches(&self, offset: u64) -> bool {
+        let st = self.shared.lock();
+        let kept_from = st.chunks.front().map(|c| c.0).unwrap_or(st.produced);
+        if offset < kept_from.max(self.start) {
+            return false;
+        }
+        if st.stopped || st.error.is_some() {
+            return offset < st.produced;
+        }
+        offset <= st.produced + SKIP_AHEAD
+    }
+
+    fn read(&self, offset: u64, size: u64, window: u64, timeout: Duration) -> RemoteResult<Outcome> {
+        let want_end = offset + size;
+        let deadline = Instant::now() + timeout;
+        let mut st = self.shared.lock();
+        st.limit = st.limit.max(want_end + window);
+        st.last_request = Some(Instant::now());
+        self.shared.cv.notify_all();
+        loop {
+            let end = if st.eof {
+                want_end.min(st.produced)
+            } else {
+                want_end
+            };
+            if st.produced >= end {
+                let out = copy_out(&st.chunks, offset, end);
+                // Keep a little behind the reader; drop the rest.
+                let keep_from = end.saturating_sub(KEEP_BEHIND);
+                while st
+                    .chunks
+                    .front()
+                    .is_some_and(|(o, d)| o + d.len() as u64 <= keep_from)
+                {
+                    st.chunks.pop_front();
+                }
+                return Ok(Outcome::Data(out));
+            }
+            if let Some(e) = &st.error {
+                return Err(e.clone());
+            }
+            if st.stopped {
+                return Ok(Outcome::Restart);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(RemoteError::new(
+                    ErrorKind::Timeout,
+                    "timed out waiting for download data",
+                ));
+            }
+            st = self
+                .shared
+                .cv
+                .wait_timeout(st, deadline - now)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+}
+
+/// Copies `[from, to)` out of contiguous chunks.
+fn copy_out(chunks: &VecDeque<(u64, Arc<Vec<u8>>)>, from: u64, to: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(to.saturating_sub(from) as usize);
+    for (off, data) in chunks {
+        let c_end = off + data.len() as u64;
+        if c_end <= from || *off >= to {
+            continue;
+        }
+        let s = from.max(*off) - off;
+        let e = to.min(c_end) - off;
+        out.extend_from_slice(&data[s as usize..e as usize]);
+    }
+    out
+}
+
+/// The producer: reads whole blocks ahead of the consumer until the end, an error,
+/// cancellation, or a long pause.
+fn produce(
+    mut source: Box<dyn Read + Send>,
+    shared: Arc<Shared>,
+    key: FileKey,
+    start: u64,
+    cache: Arc<BlockCache>,
+    path: String,
+) {
+    let mut pos = start;
+    loop {
+        {
+            let mut st = shared.lock();
+            while !st.cancelled && pos >= st.limit {
+                let idle = st
+                    .last_request
+                    .map(|t| t.elapsed() >= IDLE_RELEASE)
+                    .unwrap_or(true);
+                if idle {
+                    st.stopped = true;
+                    shared.cv.notify_all();
+                    log::debug!("read of {path} paused; closing its download at {pos}");
+                    return;
+                }
+                st = shared
+                    .cv
+                    .wait_timeout(st, IDLE_RELEASE)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0);
+            }
+            if st.cancelled {
+                return;
+            }
+        }
+        let mut block = vec![0u8; BLOCK as usize];
+        let mut filled = 0;
+        let result = loop {
+            if filled == block.len() {
+                break Ok(());
+            }
+            match source.read(&mut block[filled..]) {
+                Ok(0) => break Ok(()),
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        let mut st = shared.lock();
+        match result {
+            Ok(()) => {
+                block.truncate(filled);
+                let eof = filled < BLOCK as usize;
+                let block = Arc::new(block);
+                cache.insert(key, pos / BLOCK, Arc::clone(&block));
+                pos += filled as u64;
+                st.produced = pos;
+                if filled > 0 {
+                    st.chunks.push_back((pos - filled as u64, block));
+                }
+                st.eof = eof;
+                shared.cv.notify_all();
+                if eof {
+                    return;
+                }
+            }
+            Err(e) => {
+                let kind = if e.kind() == std::io::ErrorKind::TimedOut
+                    || e.kind() == std::io::ErrorKind::WouldBlock
+                {
+                    ErrorKind::Timeout
+                } else {
+                    ErrorKind::Connection
+                };
+                log::warn!("download of {path} failed at {pos}: {e}");
+                st.error = Some(RemoteError::new(kind, format!("RETR {path}: {e}")));
+                shared.cv.notify_all();
+                return;
+            }
+        }
+    }
+}
+
+/// The read state of one open file handle.
+pub struct Reader {
+    path: String,
+    key: FileKey,
+    stream: Option<Stream>,
+    window: u64,
+    next_expected: u64,
+}
+
+impl Reader {
+    pub fn new(path: String, key: FileKey) -> Self {
+        Reader {
+            path,
+            key,
+            stream: None,
+            window: INITIAL_WINDOW,
+            next_expected: 0,
+        }
+    }
+
+    pub fn key(&self) -> FileKey {
+        self.key
+    }
+
+    /// Reads up to `size` bytes at `offset` (fewer at the end of the file).
+    pub fn read(
+        &mut self,
+        remote: &Arc<dyn Remote>,
+        cache: &Arc<BlockCache>,
+        offset: u64,
+        size: u64,
+        timeout: Duration,
+    ) -> RemoteResult<Vec<u8>> {
+        if size == 0 || offset >= self.key.size {
+            return Ok(Vec::new());
+        }
+        let size = size.min(self.key.size - offset);
+        let sequential = offset == self.next_expected;
+        if let Some(data) = cache.get_range(self.key, offset, size) {
+            if data.len() as u64 == size {
+                self.next_expected = offset + size;
+                return Ok(data);
+            }
+        }
+        if sequential {
+            self.window = (self.window * 2).min(MAX_WINDOW);
+        }
+        for _ in 0..2 {
+            let usable = self.stream.as_ref().is_some_and(|s| s.reaches(offset));
+            if !usable {
+                self.stream = None; // cancels the old producer
+                if !sequential {
+                    self.window = INITIAL_WINDOW;
+                }
+                self.stream = Some(Stream::start(remote, &self.path, self.key, offset, cache)?);
+            }
+            let Some(stream) = self.stream.as_ref() else {
+                break;
+            };
+            match stream.read(offset, size, self.window, timeout)? {
+                Outcome::Data(d) => {
+                    self.next_expected = offset + d.len() as u64;
+                    return Ok(d);
+                }
+                Outcome::Restart => self.stream = None,
+            }
+        }
+        Err(RemoteError::new(
+            ErrorKind::Connection,
+            format!("read of {} could not be restarted", self.path),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(size: u64) -> FileKey {
+        FileKey {
+            ino: 7,
+            size,
+            mtime: None,
+        }
+    }
+
+    #[test]
+    fn block_cache_serves_ranges_across_blocks() {
+        let c = BlockCache::new(4 * BLOCK as usize);
+        let k = key(BLOCK + 10);
+        c.insert(k, 0, Arc::new(vec![1u8; BLOCK as usize]));
+        assert!(c.get_range(k, BLOCK - 5, 10).is_none(), "second block missing");
+        c.insert(k, 1, Arc::new(vec![2u8; 10]));
+        let got = c.get_range(k, BLOCK - 5, 10).unwrap();
+        assert_eq!(got, [1, 1, 1, 1, 1, 2, 2, 2, 2, 2]);
+        // past the end of the file: only what exists
+        assert_eq!(c.get_range(k, BLOCK + 5, 100).unwrap(), vec![2u8; 5]);
+    }
+
+    #[test]
+    fn block_cache_is_bounded_and_keyed_by_version() {
+        let c = BlockCache::new(2 * BLOCK as usize);
+        for i in 0..5 {
+            c.insert(key(10 * BLOCK), i, Arc::new(vec![0; BLOCK as usize]));
+        }
+        assert_eq!(c.usage(), (2, 2));
+        assert!(c.get_range(key(10 * BLOCK + 1), 4 * BLOCK, 1).is_none());
+        assert!(BlockCache::new(0).get_range(key(1), 0, 1).is_none());
+    }
+
+    #[test]
+    fn copy_out_spans_chunks() {
+        let mut q = VecDeque::new();
+        q.push_back((10, Arc::new(vec![1, 2, 3])));
+        q.push_back((13, Arc::new(vec![4, 5, 6])));
+        assert_eq!(copy_out(&q, 11, 15), vec![2, 3, 4, 5]);
+        assert_eq!(copy_out(&q, 0, 100), vec![1, 2, 3, 4, 5, 6]);
+    }
+}

@@ -1,0 +1,275 @@
+//! One logged-in FTP control connection: connect and I/O timeouts, login,
+//! binary mode, FEAT, and the command log (with PASS masked).
+
+use std::fmt;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use suppaftp::types::FileType;
+use suppaftp::{FtpError, FtpStream, Mode, Status};
+
+use super::reply;
+use crate::remote::{ErrorKind, RemoteError, RemoteResult};
+
+/// A password that never prints.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("****")
+    }
+}
+
+/// Where and how to log in.
+#[derive(Debug, Clone)]
+pub struct ConnConfig {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Secret,
+    pub connect_timeout: Duration,
+    /// Timeout of every control reply and every data read or write.
+    pub timeout: Duration,
+}
+
+/// What the server said it can do, from FEAT.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Features {
+    pub mlsd: bool,
+    pub mfmt: bool,
+    pub mdtm: bool,
+    pub size: bool,
+    pub rest_stream: bool,
+    pub utf8: bool,
+    pub epsv: bool,
+}
+
+impl Features {
+    /// Reads the features from FEAT's key/value lines (keys are upper-cased by suppaftp's parser or not).
+    pub fn from_feat(feat: &suppaftp::types::Features) -> Self {
+        let has = |k: &str| feat.keys().any(|key| key.eq_ignore_ascii_case(k));
+        let rest_stream = feat.iter().any(|(k, v)| {
+            k.eq_ignore_ascii_case("REST")
+                && v.as_deref()
+                    .is_some_and(|v| v.to_ascii_uppercase().contains("STREAM"))
+        });
+        Features {
+            mlsd: has("MLST") || has("MLSD"),
+            mfmt: has("MFMT"),
+            mdtm: has("MDTM"),
+            size: has("SIZE"),
+            rest_stream,
+            utf8: has("UTF8"),
+            epsv: has("EPSV"),
+        }
+    }
+
+    /// A short human-readable list, for logs and status output.
+    pub fn summary(&self) -> String {
+        let mut v = Vec::new();
+        for (on, name) in [
+            (self.mlsd, "MLSD"),
+            (self.mfmt, "MFMT"),
+            (self.mdtm, "MDTM"),
+            (self.size, "SIZE"),
+            (self.rest_stream, "REST STREAM"),
+            (self.utf8, "UTF8"),
+            (self.epsv, "EPSV"),
+        ] {
+            if on {
+                v.push(name);
+            }
+        }
+        v.join(", ")
+    }
+}
+
+/// A logged-in control connection in binary mode.
+pub struct Conn {
+    pub ftp: FtpStream,
+    pub id: u64,
+    pub last_used: Instant,
+}
+
+impl Conn {
+    /// Connects (trying every address of the host), logs in and switches to binary mode.
+    pub fn open(cfg: &ConnConfig, id: u64) -> RemoteResult<Conn> {
+        let addrs: Vec<SocketAddr> = (cfg.host.as_str(), cfg.port)
+            .to_socket_addrs()
+            .map_err(|e| {
+                RemoteError::new(
+                    ErrorKind::Connection,
+                    format!("cannot resolve {}: {e}", cfg.host),
+                )
+            })?
+            .collect();
+        let mut last_err = RemoteError::new(
+            ErrorKind::Connection,
+            format!("no address found for {}", cfg.host),
+        );
+        for addr in addrs {
+            match Self::open_addr(cfg, addr, id) {
+                Ok(conn) => return Ok(conn),
+                Err(e) if e.kind == ErrorKind::PermissionDenied => return Err(e),
+                Err(e) => last_err = e,
+            }
+        }
+        Err(last_err)
+    }
+
+    fn open_addr(cfg: &ConnConfig, addr: SocketAddr, id: u64) -> RemoteResult<Conn> {
+        log::debug!("[conn {id}] connecting to {addr}");
+        let what = format!("connect to {addr}");
+        let tcp = TcpStream::connect_timeout(&addr, cfg.connect_timeout)
+            .map_err(|e| reply::from_io(&what, &e))?;
+        // The greeting and the login must also arrive within the connect timeout.
+        tcp.set_read_timeout(Some(cfg.connect_timeout))
+            .and_then(|_| tcp.set_write_timeout(Some(cfg.timeout)))
+            .and_then(|_| tcp.set_nodelay(true))
+            .map_err(|e| reply::from_io(&what, &e))?;
+        let (connect_timeout, timeout) = (cfg.connect_timeout, cfg.timeout);
+        let mut ftp = FtpStream::connect_with_stream(tcp)
+            .map_err(|e| reply::from_ftp(&what, e))?
+            .passive_stream_builder(move |addr| {
+                let s = TcpStream::connect_timeout(&addr, connect_timeout)
+                    .map_err(FtpError::ConnectionError)?;
+                s.set_read_timeout(Some(timeout))
+                    .and_then(|_| s.set_write_timeout(Some(timeout)))
+                    .map_err(FtpError::ConnectionError)?;
+                Ok(s)
+            });
+        log::debug!("[conn {id}] > USER {}", cfg.user);
+        log::debug!("[conn {id}] > PASS ****");
+        ftp.login(cfg.user.as_str(), cfg.password.expose())
+            .map_err(|e| match e {
+                FtpError::UnexpectedResponse(r) => {
+                    let text = reply::reply_text(&r);
+                    let kind = if r.status == Status::NotLoggedIn {
+                        ErrorKind::PermissionDenied
+                    } else {
+                        reply::classify(r.status.code(), &text)
+                    };
+                    RemoteError::new(kind, format!("login as {:?} refused: {text}", cfg.user))
+                }
+                other => reply::from_ftp("login", other),
+            })?;
+        log::debug!("[conn {id}] > TYPE I");
+        ftp.transfer_type(FileType::Binary)
+            .map_err(|e| reply::from_ftp("TYPE I", e))?;
+        ftp.get_ref()
+            .set_read_timeout(Some(cfg.timeout))
+            .map_err(|e| reply::from_io("set timeout", &e))?;
+        ftp.set_mode(Mode::ExtendedPassive);
+        log::debug!("[conn {id}] logged in as {:?}", cfg.user);
+        Ok(Conn {
+            ftp,
+            id,
+            last_used: Instant::now(),
+        })
+    }
+
+    /// Asks FEAT; a server without FEAT has no features.
+    pub fn features(&mut self) -> Features {
+        log::debug!("[conn {}] > FEAT", self.id);
+        match self.ftp.feat() {
+            Ok(f) => Features::from_feat(&f),
+            Err(e) => {
+                log::debug!("[conn {}] FEAT failed: {e}", self.id);
+                Features::default()
+            }
+        }
+    }
+
+    /// Sends a command that expects a 2xx reply; logs it and its reply.
+    pub fn command(&mut self, line: &str) -> RemoteResult<String> {
+        log::debug!("[conn {}] > {line}", self.id);
+        let ok = [
+            Status::CommandOk,
+            Status::CommandNotImplemented,
+            Status::RequestedFileActionOk,
+            Status::PathCreated,
+            Status::System,
+            Status::Help,
+            Status::File,
+        ];
+        let resp = self
+            .ftp
+            .custom_command(line, &ok)
+            .map_err(|e| reply::from_ftp(line, e))?;
+        let text = reply::reply_text(&resp);
+        log::debug!("[conn {}] < {text}", self.id);
+        if resp.status == Status::CommandNotImplemented {
+            return Err(RemoteError::new(ErrorKind::Unsupported, format!("{line}: {text}")));
+        }
+        Ok(text)
+    }
+
+    /// Sends a bare EPSV to learn whether the server supports it.
+    pub fn probe_epsv(&mut self) -> RemoteResult<()> {
+        log::debug!("[conn {}] > EPSV", self.id);
+        self.ftp
+            .custom_command("EPSV", &[Status::ExtendedPassiveMode])
+            .map(|_| ())
+            .map_err(|e| reply::from_ftp("EPSV", e))
+    }
+
+    /// The server's current directory (the login directory right after login).
+    pub fn pwd(&mut self) -> RemoteResult<String> {
+        log::debug!("[conn {}] > PWD", self.id);
+        self.ftp.pwd().map_err(|e| reply::from_ftp("PWD", e))
+    }
+
+    /// Checks that the connection still answers.
+    pub fn noop(&mut self) -> bool {
+        log::trace!("[conn {}] > NOOP", self.id);
+        self.ftp.noop().is_ok()
+    }
+
+    /// Says goodbye politely; errors do not matter any more.
+    pub fn quit(mut self) {
+        log::debug!("[conn {}] > QUIT", self.id);
+        let _ = self.ftp.quit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_never_prints() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?}"), "****");
+        let cfg = ConnConfig {
+            host: "h".into(),
+            port: 21,
+            user: "u".into(),
+            password: s,
+            connect_timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+        };
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn features_are_read_case_insensitively() {
+        let mut feat = suppaftp::types::Features::new();
+        feat.insert("MLST".into(), Some("type*;size*;modify*;".into()));
+        feat.insert("rest".into(), Some("STREAM".into()));
+        feat.insert("UTF8".into(), None);
+        let f = Features::from_feat(&feat);
+        assert!(f.mlsd && f.rest_stream && f.utf8);
+        assert!(!f.mfmt && !f.size);
+        assert_eq!(f.summary(), "MLSD, REST STREAM, UTF8");
+    }
+}

@@ -1,0 +1,196 @@
+//! Everything that speaks FTP: connections, the pool, listing parsers, reply
+//! mapping, and [`FtpRemote`], the [`Remote`] implementation the filesystem uses.
+
+pub mod conn;
+pub mod listing;
+pub mod pool;
+mod read_stream;
+pub mod reply;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use suppaftp::FtpStream;
+
+use crate::remote::{Entry, ErrorKind, ReadStream, Remote, RemoteError, RemoteResult};
+use conn::{ConnConfig, Features};
+use pool::{Pool, PooledConn, Purpose};
+
+/// How many times an idempotent command is tried on fresh connections.
+const ATTEMPTS: usize = 2;
+
+/// A [`Remote`] over a pool of FTP connections, rooted at a remote directory.
+pub struct FtpRemote {
+    pool: Arc<Pool>,
+    /// Absolute remote path of the mount's root, without a trailing slash ("" for "/").
+    base: String,
+    /// Cleared once the server refuses `LIST -a`.
+    list_a: AtomicBool,
+}
+
+impl FtpRemote {
+    /// Logs in once (so that a bad password or host fails now, not at first use),
+    /// learns the server's features and resolves the mount root.
+    ///
+    /// `path` is the URL's path: relative to the login directory, unless it starts with `/`.
+    pub fn connect(cfg: ConnConfig, connections: usize, path: &str) -> RemoteResult<FtpRemote> {
+        let pool = Pool::new(cfg, connections);
+        let mut pc = pool.get(Purpose::Command)?;
+        let base = if path.starts_with('/') {
+            path.to_string()
+        } else {
+            let home = pc.conn().pwd()?;
+            join(&home, path)
+        };
+        let base = base.trim_end_matches('/').to_string();
+        drop(pc);
+        log::info!(
+            "mounted remote directory {:?}",
+            if base.is_empty() { "/" } else { &base }
+        );
+        Ok(FtpRemote {
+            pool,
+            base,
+            list_a: AtomicBool::new(true),
+        })
+    }
+
+    pub fn features(&self) -> Features {
+        self.pool.features()
+    }
+
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// The absolute remote path for a mount-relative path ("/" is the mount root).
+    pub fn full_path(&self, path: &str) -> String {
+        let rel = path.trim_start_matches('/');
+        if rel.is_empty() {
+            if self.base.is_empty() {
+                "/".to_string()
+            } else {
+                self.base.clone()
+            }
+        } else {
+            format!("{}/{}", self.base, rel)
+        }
+    }
+
+    /// Runs an idempotent operation, retrying once on a fresh connection when the
+    /// connection broke (a stale pooled connection, a server restart).
+    fn with_conn<T>(
+        &self,
+        mut op: impl FnMut(&mut PooledConn) -> RemoteResult<T>,
+    ) -> RemoteResult<T> {
+        let mut last = None;
+        for attempt in 0..ATTEMPTS {
+            let mut pc = self.pool.get(Purpose::Command)?;
+            match op(&mut pc) {
+                Ok(v) => return Ok(v),
+                Err(e) if e.kind.is_transient() => {
+                    pc.mark_broken();
+                    log::warn!("{} (attempt {})", e.message, attempt + 1);
+                    last = Some(e);
+                }
+                Err(e) => {
+                    if e.kind == ErrorKind::Protocol {
+                        pc.mark_broken();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| RemoteError::new(ErrorKind::Connection, "no attempt made")))
+    }
+
+    fn list_lines(&self, pc: &mut PooledConn, dir: &str) -> RemoteResult<Vec<Entry>> {
+        let features = self.pool.features();
+        if features.mlsd {
+            let lines = data_command(pc, &format!("MLSD {dir}"), |f| f.mlsd(Some(dir)))?;
+            return Ok(listing::parse_mlsd(&lines));
+        }
+        let now = SystemTime::now();
+        if self.list_a.load(Ordering::Relaxed) {
+            let arg = format!("-a {dir}");
+            match data_command(pc, &format!("LIST {arg}"), |f| f.list(Some(&arg))) {
+                Ok(lines) => return Ok(listing::parse_list(&lines, now)),
+                Err(e) if !e.kind.is_transient() => {
+                    // Either the server rejects -a, or the directory is missing: plain LIST tells.
+                    let lines = data_command(pc, &format!("LIST {dir}"), |f| f.list(Some(dir)))?;
+                    log::info!("server refused `LIST -a` ({}); using plain LIST", e.message);
+                    self.list_a.store(false, Ordering::Relaxed);
+                    return Ok(listing::parse_list(&lines, now));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let lines = data_command(pc, &format!("LIST {dir}"), |f| f.list(Some(dir)))?;
+        Ok(listing::parse_list(&lines, now))
+    }
+}
+
+/// Runs a data command on a pooled connection, logging it and its failure.
+fn data_command<T>(
+    pc: &mut PooledConn,
+    what: &str,
+    op: impl FnOnce(&mut FtpStream) -> suppaftp::FtpResult<T>,
+) -> RemoteResult<T> {
+    let id = pc.conn().id;
+    log::debug!("[conn {id}] > {what}");
+    op(&mut pc.conn().ftp).map_err(|e| {
+        let err = reply::from_ftp(what, e);
+        log::debug!("[conn {id}] {}", err.message);
+        err
+    })
+}
+
+/// Joins a directory and a relative path with exactly one slash.
+fn join(dir: &str, rel: &str) -> String {
+    let rel = rel.trim_matches('/');
+    let dir = dir.trim_end_matches('/');
+    if rel.is_empty() {
+        if dir.is_empty() {
+            "/".into()
+        } else {
+            dir.into()
+        }
+    } else {
+        format!("{dir}/{rel}")
+    }
+}
+
+impl Remote for FtpRemote {
+    fn list(&self, dir: &str) -> RemoteResult<Vec<Entry>> {
+        let full = self.full_path(dir);
+        self.with_conn(|pc| self.list_lines(pc, &full))
+    }
+
+    fn open_read(&self, path: &str, offset: u64) -> RemoteResult<ReadStream> {
+        let full = self.full_path(path);
+        let mut last = None;
+        for _ in 0..ATTEMPTS {
+            let pc = self.pool.get(Purpose::Transfer)?;
+            match read_stream::open(pc, &full, offset) {
+                Ok(s) => return Ok(s),
+                Err(e) if e.kind.is_transient() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| RemoteError::new(ErrorKind::Connection, "no attempt made")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::join;
+
+    #[test]
+    fn join_paths() {
+        assert_eq!(join("/home/u", "www"), "/home/u/www");
+        assert_eq!(join("/", "www/"), "/www");
+        assert_eq!(join("/", ""), "/");
+        assert_eq!(join("/home/u/", ""), "/home/u");
+    }
+}

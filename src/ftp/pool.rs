@@ -1,0 +1,256 @@
+//! A bounded pool of logged-in control connections.
+//!
+//! Callers check a connection out, use it, and the guard puts it back when dropped,
+//! unless it was marked broken. Idle connections are checked with NOOP before reuse,
+//! and transfers may take all but one connection, so listings never starve behind reads.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use suppaftp::Mode;
+
+use super::conn::{Conn, ConnConfig, Features};
+use crate::remote::{ErrorKind, RemoteError, RemoteResult};
+
+/// After this long unused, a pooled connection is checked with NOOP before reuse.
+const VALIDATE_AFTER: Duration = Duration::from_secs(15);
+
+/// What a connection is wanted for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Listings and single commands: may use every connection.
+    Command,
+    /// Long data transfers: leave one connection free for commands.
+    Transfer,
+}
+
+#[derive(Default)]
+struct State {
+    idle: Vec<Conn>,
+    /// Connections in existence: idle, checked out, or being opened.
+    total: usize,
+    /// Checked-out connections used for transfers.
+    transfers: usize,
+}
+
+pub struct Pool {
+    cfg: ConnConfig,
+    max: usize,
+    state: Mutex<State>,
+    freed: Condvar,
+    features: OnceLock<Features>,
+    /// Cleared when the server refuses EPSV; PASV is used from then on.
+    epsv: AtomicBool,
+    next_id: AtomicU64,
+}
+
+impl Pool {
+    pub fn new(cfg: ConnConfig, max: usize) -> Arc<Pool> {
+        Arc::new(Pool {
+            cfg,
+            max: max.max(1),
+            state: Mutex::new(State::default()),
+            freed: Condvar::new(),
+            features: OnceLock::new(),
+            epsv: AtomicBool::new(true),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    pub fn config(&self) -> &ConnConfig {
+        &self.cfg
+    }
+
+    /// The server's features, known after the first connection.
+    pub fn features(&self) -> Features {
+        self.features.get().cloned().unwrap_or_default()
+    }
+
+    /// Switches every connection from EPSV to PASV for good.
+    pub fn disable_epsv(&self) {
+        if self.epsv.swap(false, Ordering::Relaxed) {
+            log::info!("server refused EPSV; using PASV from now on");
+        }
+    }
+
+    pub fn epsv_enabled(&self) -> bool {
+        self.epsv.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checks out a connection, opening one if the pool has room, or waiting
+    /// (up to the I/O timeout) for one to be returned.
+    pub fn get(self: &Arc<Self>, purpose: Purpose) -> RemoteResult<PooledConn> {
+        let deadline = Instant::now() + self.cfg.timeout;
+        let transfer_cap = if self.max > 1 { self.max - 1 } else { 1 };
+        let mut st = self.lock();
+        loop {
+            let may_transfer = purpose == Purpose::Command || st.transfers < transfer_cap;
+            if may_transfer {
+                if let Some(mut conn) = st.idle.pop() {
+                    if purpose == Purpose::Transfer {
+                        st.transfers += 1;
+                    }
+                    drop(st);
+                    if conn.last_used.elapsed() >= VALIDATE_AFTER && !conn.noop() {
+                        log::debug!("[conn {}] went stale while idle; replacing it", conn.id);
+                        let mut s = self.lock();
+                        s.total -= 1;
+                        if purpose == Purpose::Transfer {
+                            s.transfers -= 1;
+                        }
+                        st = s;
+                        continue;
+                    }
+                    return Ok(self.wrap(conn, purpose));
+                }
+                if st.total < self.max {
+                    st.total += 1;
+                    if purpose == Purpose::Transfer {
+                        st.transfers += 1;
+                    }
+                    drop(st);
+                    return match self.open() {
+                        Ok(conn) => Ok(self.wrap(conn, purpose)),
+                        Err(e) => {
+                            self.release_slot(purpose);
+                            Err(e)
+                        }
+                    };
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(RemoteError::new(
+                    ErrorKind::Timeout,
+                    "timed out waiting for a free FTP connection",
+                ));
+            }
+            st = self
+                .freed
+                .wait_timeout(st, deadline - now)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+
+    fn open(&self) -> RemoteResult<Conn> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut conn = Conn::open(&self.cfg, id)?;
+        if self.features.get().is_none() {
+            let f = conn.features();
+            log::info!("server features: {}", f.summary());
+            if f.utf8 {
+                // Not all servers accept it (pure-ftpd answers 504); names are UTF-8 either way.
+                let _ = conn.command("OPTS UTF8 ON");
+            }
+            // Try EPSV once; a server that refuses it gets PASV from now on.
+            if let Err(e) = conn.probe_epsv() {
+                log::debug!("EPSV probe failed: {}", e.message);
+                if e.kind == ErrorKind::Unsupported {
+                    self.disable_epsv();
+                }
+            }
+            let _ = self.features.set(f);
+        } else if self.features().utf8 {
+            let _ = conn.command("OPTS UTF8 ON");
+        }
+        Ok(conn)
+    }
+
+    fn wrap(self: &Arc<Self>, mut conn: Conn, purpose: Purpose) -> PooledConn {
+        let mode = if self.epsv_enabled() {
+            Mode::ExtendedPassive
+        } else {
+            Mode::Passive
+        };
+        conn.ftp.set_mode(mode);
+        PooledConn {
+            conn: Some(conn),
+            pool: Arc::clone(self),
+            purpose,
+            broken: false,
+        }
+    }
+
+    fn release_slot(&self, purpose: Purpose) {
+        let mut st = self.lock();
+        st.total -= 1;
+        if purpose == Purpose::Transfer {
+            st.transfers -= 1;
+        }
+        drop(st);
+        self.freed.notify_all();
+    }
+
+    fn put_back(&self, mut conn: Conn, purpose: Purpose) {
+        conn.last_used = Instant::now();
+        let mut st = self.lock();
+        st.idle.push(conn);
+        if purpose == Purpose::Transfer {
+            st.transfers -= 1;
+        }
+        drop(st);
+        self.freed.notify_all();
+    }
+
+    /// Numbers for status and tests: (total, idle, transfers).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let st = self.lock();
+        (st.total, st.idle.len(), st.transfers)
+    }
+
+    /// Closes the idle connections (at unmount).
+    pub fn close_idle(&self) {
+        let idle: Vec<Conn> = {
+            let mut st = self.lock();
+            let v: Vec<Conn> = st.idle.drain(..).collect();
+            st.total -= v.len();
+            v
+        };
+        for c in idle {
+            c.quit();
+        }
+    }
+}
+
+/// A checked-out connection; returns to the pool on drop unless marked broken.
+pub struct PooledConn {
+    conn: Option<Conn>,
+    pool: Arc<Pool>,
+    purpose: Purpose,
+    broken: bool,
+}
+
+impl PooledConn {
+    /// The connection is in an unknown state: close it instead of reusing it.
+    pub fn mark_broken(&mut self) {
+        self.broken = true;
+    }
+
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    pub fn conn(&mut self) -> &mut Conn {
+        // The Option is only emptied in Drop.
+        self.conn.as_mut().expect("connection present until drop")
+    }
+}
+
+impl Drop for PooledConn {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        if self.broken {
+            log::debug!("[conn {}] closing after an error", conn.id);
+            drop(conn);
+            self.pool.release_slot(self.purpose);
+        } else {
+            self.pool.put_back(conn, self.purpose);
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! ftpfs: mount an FTP server as a local directory.
+//!
+//! The entry point: parse the command line, find the credentials, log in once to
+//! check them, mount, go to the background, and unmount cleanly on a signal.
+
+use ftpfs::{argv, cli, credentials, daemon, fs, ftp, fuse, logging};
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Arc;
+
+use clap::Parser;
+use fuser::{Config, MountOption, SessionACL};
+
+use cli::{Args, MountOpts};
+use credentials::{parse_url, resolve_login, Sources};
+use ftp::conn::ConnConfig;
+use ftp::FtpRemote;
+
+fn main() {
+    let args = Args::parse();
+    if let Err(msg) = run(args) {
+        eprintln!("ftpfs: {msg}");
+        std::process::exit(1);
+    }
+}
+
+fn netrc_text() -> Option<String> {
+    let path = std::env::var_os("NETRC")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".netrc")))?;
+    std::fs::read_to_string(path).ok()
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let opts = MountOpts::parse(&args.options)?;
+    let debug = args.debug || opts.debug;
+    let foreground = args.foreground || debug;
+    logging::init(debug);
+
+    let target = parse_url(&args.url)?;
+    if target.password.is_some() {
+        let hidden = credentials::redact(&args.url);
+        if !argv::replace_arg(&args.url, &hidden) {
+            log::warn!("could not hide the password from the process list");
+        }
+    }
+    let mountpoint = daemon::check_mountpoint(&args.mountpoint)?;
+
+    let prompt = |q: &str| {
+        if std::io::stdin().is_terminal() {
+            rpassword::prompt_password(q).ok()
+        } else {
+            None
+        }
+    };
+    let env_password = std::env::var("FTPFS_PASSWORD").ok();
+    let login = resolve_login(
+        &target,
+        opts.user.as_deref(),
+        &Sources {
+            password_file: opts.password_file.as_deref(),
+            env_password,
+            netrc: netrc_text(),
+            prompt: Some(&prompt),
+        },
+    )?;
+    let display = target.display(&login.user);
+
+    let cfg = ConnConfig {
+        host: target.host.clone(),
+        port: target.port,
+        user: login.user.clone(),
+        password: login.password.clone(),
+        connect_timeout: opts.connect_timeout,
+        timeout: opts.timeout,
+    };
+    let remote = FtpRemote::connect(cfg, opts.connections, &target.path)
+        .map_err(|e| format!("cannot mount {display}: {}", e.message))?;
+    log::info!("server features: {}", remote.features().summary());
+
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let fs_cfg = fs::FsConfig {
+        uid: opts.uid.unwrap_or(uid),
+        gid: opts.gid.unwrap_or(gid),
+        umask: opts.umask,
+        cache_timeout: opts.cache_timeout,
+        block_cache: opts.block_cache_mib << 20,
+        timeout: opts.timeout,
+        read_only: opts.read_only,
+        ..fs::FsConfig::default()
+    };
+
+    let mut ready = if foreground {
+        daemon::ReadyPipe::none()
+    } else {
+        daemon::daemonize().map_err(|e| format!("cannot go to the background: {e}"))?
+    };
+    let signals = daemon::block_signals();
+
+    let remote = Arc::new(remote);
+    let filesystem = Arc::new(fs::FtpFs::new(Arc::clone(&remote) as _, fs_cfg));
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(opts.fsname.clone().unwrap_or(display.clone())),
+        MountOption::Subtype("ftpfs".into()),
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        if opts.read_only { MountOption::RO } else { MountOption::RW },
+    ];
+    if opts.default_permissions {
+        config.mount_options.push(MountOption::DefaultPermissions);
+    }
+    if opts.allow_other {
+        config.acl = SessionACL::All;
+    }
+    config.n_threads = Some((opts.connections * 2).clamp(4, 16));
+    config.clone_fd = true;
+
+    let mut session = fuser::Session::new(fuse::FuseAdapter::new(filesystem), &mountpoint, &config)
+        .map_err(|e| format!("cannot mount on {}: {e}", mountpoint.display()))?;
+    let mut unmounter = session.unmount_callable();
+    let mnt = mountpoint.clone();
+    daemon::on_termination(signals, move |sig| {
+        log::info!("signal {sig}: unmounting {}", mnt.display());
+        if unmounter.unmount().is_err() && !daemon::unmount(&mnt) {
+            log::error!("could not unmount {}", mnt.display());
+        }
+    });
+    log::info!("mounted {display} on {}", mountpoint.display());
+    ready.notify_ready();
+    let result = session.run();
+    remote.pool().close_idle();
+    result.map_err(|e| format!("session ended with an error: {e}"))
+}
