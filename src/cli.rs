@@ -11,28 +11,95 @@ use clap::Parser;
 pub const OPTIONS: &[(&str, &str, &str)] = &[
     ("ro", "off", "mount read-only"),
     ("rw", "on", "mount read-write (the default)"),
-    ("allow_other", "off", "let other users use the mount (turns on default_permissions)"),
-    ("default_permissions", "off", "let the kernel check permissions from the modes shown"),
+    (
+        "allow_other",
+        "off",
+        "let other users use the mount (turns on default_permissions)",
+    ),
+    (
+        "default_permissions",
+        "off",
+        "let the kernel check permissions from the modes shown",
+    ),
     ("uid=N", "your uid", "owner shown for every file"),
     ("gid=N", "your gid", "group shown for every file"),
-    ("umask=OCTAL", "0", "bits removed from the modes the server reports"),
+    (
+        "umask=OCTAL",
+        "0",
+        "bits removed from the modes the server reports",
+    ),
     ("user=NAME", "from URL", "login name, when the URL has none"),
-    ("password_file=FILE", "none", "read the password from FILE (first line)"),
+    (
+        "password_file=FILE",
+        "none",
+        "read the password from FILE (first line)",
+    ),
     ("connections=N", "4", "size of the FTP connection pool"),
-    ("cache_timeout=SECS", "30", "how long attributes and listings are trusted"),
-    ("block_cache=MIB", "32", "memory for cached file blocks, in MiB (0 turns it off)"),
-    ("connect_timeout=SECS", "10", "timeout for connecting and logging in"),
-    ("timeout=SECS", "30", "timeout for every command and data transfer step"),
-    ("debug", "off", "log every FTP command (PASS masked); implies -f"),
-    ("fsname=NAME", "the URL", "source name shown in /proc/mounts"),
+    (
+        "cache_timeout=SECS",
+        "30",
+        "how long attributes and listings are trusted",
+    ),
+    (
+        "block_cache=MIB",
+        "32",
+        "memory for cached file blocks, in MiB (0 turns it off)",
+    ),
+    (
+        "connect_timeout=SECS",
+        "10",
+        "timeout for connecting and logging in",
+    ),
+    (
+        "timeout=SECS",
+        "30",
+        "timeout for every command and data transfer step",
+    ),
+    (
+        "debug",
+        "off",
+        "log every FTP command (PASS masked); implies -f",
+    ),
+    (
+        "fsname=NAME",
+        "the URL",
+        "source name shown in /proc/mounts",
+    ),
 ];
 
 /// Options that mount(8) or mount.fuse3 pass on and that do not concern us.
 const IGNORED: &[&str] = &[
-    "auto", "noauto", "_netdev", "nofail", "user", "users", "nouser", "owner", "group",
-    "defaults", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime",
-    "relatime", "norelatime", "strictatime", "diratime", "nodiratime", "async", "sync",
-    "dirsync", "silent", "loud", "rootmode", "blkdev", "subtype",
+    "auto",
+    "noauto",
+    "_netdev",
+    "nofail",
+    "user",
+    "users",
+    "nouser",
+    "owner",
+    "group",
+    "defaults",
+    "dev",
+    "nodev",
+    "suid",
+    "nosuid",
+    "exec",
+    "noexec",
+    "atime",
+    "noatime",
+    "relatime",
+    "norelatime",
+    "strictatime",
+    "diratime",
+    "nodiratime",
+    "async",
+    "sync",
+    "dirsync",
+    "silent",
+    "loud",
+    "rootmode",
+    "blkdev",
+    "subtype",
 ];
 
 fn after_help() -> String {
@@ -154,9 +221,7 @@ impl MountOpts {
                             .filter(|m| *m <= 0o7777)
                             .ok_or_else(|| format!("option umask: {v:?} is not an octal mode"))?;
                     }
-                    "user" | "username" if value.is_some() => {
-                        o.user = value.map(str::to_string)
-                    }
+                    "user" | "username" if value.is_some() => o.user = value.map(str::to_string),
                     "password_file" => {
                         o.password_file =
                             Some(value.ok_or("option password_file needs a value")?.into())
@@ -173,15 +238,16 @@ impl MountOpts {
                     "timeout" => o.timeout = seconds(name, value)?,
                     "debug" => o.debug = true,
                     "fsname" => o.fsname = value.map(str::to_string),
-                    n if IGNORED.contains(&n) || n.starts_with("x-") || n.starts_with("comment=") => {
+                    n if IGNORED.contains(&n)
+                        || n.starts_with("x-")
+                        || n.starts_with("comment=") =>
+                    {
                         log::debug!("ignoring mount option {item:?}");
                     }
                     "password" => {
-                        return Err(
-                            "option password= is not accepted (it would show in ps); \
+                        return Err("option password= is not accepted (it would show in ps); \
                              use password_file=, FTPFS_PASSWORD or ~/.netrc"
-                                .into(),
-                        )
+                            .into())
                     }
                     _ => return Err(format!("unknown mount option {name:?} (see --help)")),
                 }
@@ -212,9 +278,17 @@ mod tests {
 
     #[test]
     fn comma_separated_and_repeated() {
-        let o = parse(&["ro,uid=1000,gid=100", "umask=022,connections=8", "cache_timeout=1.5"]).unwrap();
+        let o = parse(&[
+            "ro,uid=1000,gid=100",
+            "umask=022,connections=8",
+            "cache_timeout=1.5",
+        ])
+        .unwrap();
         assert!(o.read_only);
-        assert_eq!((o.uid, o.gid, o.umask, o.connections), (Some(1000), Some(100), 0o22, 8));
+        assert_eq!(
+            (o.uid, o.gid, o.umask, o.connections),
+            (Some(1000), Some(100), 0o22, 8)
+        );
         assert_eq!(o.cache_timeout, Duration::from_millis(1500));
     }
 

@@ -27,7 +27,11 @@ impl Target {
             self.host.clone()
         };
         let path = format!("/{}", self.path);
-        format!("ftp://{user}@{host}:{}{}", self.port, path.trim_end_matches('/'))
+        format!(
+            "ftp://{user}@{host}:{}{}",
+            self.port,
+            path.trim_end_matches('/')
+        )
     }
 }
 
@@ -94,7 +98,12 @@ pub fn redact(s: &str) -> String {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let userinfo = &s[scheme_end + 3..at];
             match userinfo.find(':') {
-                Some(c) => format!("{}{}:****{}", &s[..scheme_end + 3], &userinfo[..c], &s[at..]),
+                Some(c) => format!(
+                    "{}{}:****{}",
+                    &s[..scheme_end + 3],
+                    &userinfo[..c],
+                    &s[at..]
+                ),
                 None => s.to_string(),
             }
         }
@@ -117,9 +126,21 @@ pub fn netrc_lookup(text: &str, host: &str, user: Option<&str>) -> Option<NetrcE
         match tok {
             "machine" => {
                 let m = tokens.next().map(str::to_string);
-                entries.push((m, NetrcEntry { login: None, password: None }));
+                entries.push((
+                    m,
+                    NetrcEntry {
+                        login: None,
+                        password: None,
+                    },
+                ));
             }
-            "default" => entries.push((None, NetrcEntry { login: None, password: None })),
+            "default" => entries.push((
+                None,
+                NetrcEntry {
+                    login: None,
+                    password: None,
+                },
+            )),
             "login" | "password" | "account" => {
                 let v = tokens.next().map(str::to_string);
                 if let Some((_, e)) = entries.last_mut() {
@@ -166,12 +187,15 @@ pub struct Login {
     pub password: Secret,
 }
 
+/// Asks the user for a password, given a prompt; None when nobody can answer.
+pub type Prompt<'a> = &'a dyn Fn(&str) -> Option<String>;
+
 /// Sources of a password other than the URL, so tests can supply them.
 pub struct Sources<'a> {
     pub password_file: Option<&'a Path>,
     pub env_password: Option<String>,
     pub netrc: Option<String>,
-    pub prompt: Option<&'a dyn Fn(&str) -> Option<String>>,
+    pub prompt: Option<Prompt<'a>>,
 }
 
 /// Resolves user and password in the documented order.
@@ -183,7 +207,10 @@ pub fn resolve_login(
     let mut user = target.user.clone().or_else(|| opt_user.map(str::to_string));
     if let Some(p) = &target.password {
         let user = user.unwrap_or_else(|| "anonymous".into());
-        return Ok(Login { user, password: p.clone() });
+        return Ok(Login {
+            user,
+            password: p.clone(),
+        });
     }
     if let Some(f) = src.password_file {
         return Ok(Login {
@@ -203,7 +230,10 @@ pub fn resolve_login(
                 user = e.login.clone();
             }
             if let (Some(u), Some(p)) = (&user, e.password) {
-                return Ok(Login { user: u.clone(), password: Secret::new(p) });
+                return Ok(Login {
+                    user: u.clone(),
+                    password: Secret::new(p),
+                });
             }
         }
     }
@@ -230,7 +260,12 @@ mod tests {
     use super::*;
 
     fn no_sources() -> Sources<'static> {
-        Sources { password_file: None, env_password: None, netrc: None, prompt: None }
+        Sources {
+            password_file: None,
+            env_password: None,
+            netrc: None,
+            prompt: None,
+        }
     }
 
     #[test]
@@ -276,11 +311,23 @@ mod tests {
                     macdef init\ncd /\n\n\
                     default login anon password pd\n";
         let e = netrc_lookup(text, "b.com", None).unwrap();
-        assert_eq!((e.login.as_deref(), e.password.as_deref()), (Some("bob"), Some("pb")));
-        assert_eq!(netrc_lookup(text, "c.com", None).unwrap().password.as_deref(), Some("pd"));
+        assert_eq!(
+            (e.login.as_deref(), e.password.as_deref()),
+            (Some("bob"), Some("pb"))
+        );
+        assert_eq!(
+            netrc_lookup(text, "c.com", None)
+                .unwrap()
+                .password
+                .as_deref(),
+            Some("pd")
+        );
         assert!(netrc_lookup(text, "a.com", Some("mallory")).is_none());
         assert_eq!(
-            netrc_lookup(text, "a.com", Some("alice")).unwrap().password.as_deref(),
+            netrc_lookup(text, "a.com", Some("alice"))
+                .unwrap()
+                .password
+                .as_deref(),
             Some("pa")
         );
     }
@@ -289,12 +336,28 @@ mod tests {
     fn password_sources_in_order() {
         let t = parse_url("ftp://bob@b.com/").unwrap();
         let netrc = Some("machine b.com login bob password fromnetrc".to_string());
-        let mut src = Sources { env_password: Some("fromenv".into()), netrc, ..no_sources() };
-        assert_eq!(resolve_login(&t, None, &src).unwrap().password.expose(), "fromenv");
+        let mut src = Sources {
+            env_password: Some("fromenv".into()),
+            netrc,
+            ..no_sources()
+        };
+        assert_eq!(
+            resolve_login(&t, None, &src).unwrap().password.expose(),
+            "fromenv"
+        );
         src.env_password = None;
-        assert_eq!(resolve_login(&t, None, &src).unwrap().password.expose(), "fromnetrc");
+        assert_eq!(
+            resolve_login(&t, None, &src).unwrap().password.expose(),
+            "fromnetrc"
+        );
         let with_pw = parse_url("ftp://bob:inurl@b.com/").unwrap();
-        assert_eq!(resolve_login(&with_pw, None, &src).unwrap().password.expose(), "inurl");
+        assert_eq!(
+            resolve_login(&with_pw, None, &src)
+                .unwrap()
+                .password
+                .expose(),
+            "inurl"
+        );
     }
 
     #[test]
@@ -303,14 +366,24 @@ mod tests {
         let f = dir.path().join("pw");
         std::fs::write(&f, "filepw\nignored\n").unwrap();
         let t = parse_url("ftp://bob@b.com/").unwrap();
-        let src = Sources { password_file: Some(&f), env_password: Some("env".into()), ..no_sources() };
-        assert_eq!(resolve_login(&t, None, &src).unwrap().password.expose(), "filepw");
+        let src = Sources {
+            password_file: Some(&f),
+            env_password: Some("env".into()),
+            ..no_sources()
+        };
+        assert_eq!(
+            resolve_login(&t, None, &src).unwrap().password.expose(),
+            "filepw"
+        );
     }
 
     #[test]
     fn netrc_supplies_the_user_too() {
         let t = parse_url("ftp://b.com/").unwrap();
-        let src = Sources { netrc: Some("machine b.com login carol password pc".into()), ..no_sources() };
+        let src = Sources {
+            netrc: Some("machine b.com login carol password pc".into()),
+            ..no_sources()
+        };
         let l = resolve_login(&t, None, &src).unwrap();
         assert_eq!((l.user.as_str(), l.password.expose()), ("carol", "pc"));
     }
@@ -318,12 +391,23 @@ mod tests {
     #[test]
     fn anonymous_without_user_and_prompt_or_error_with_one() {
         let t = parse_url("ftp://h/").unwrap();
-        assert_eq!(resolve_login(&t, None, &no_sources()).unwrap().user, "anonymous");
+        assert_eq!(
+            resolve_login(&t, None, &no_sources()).unwrap().user,
+            "anonymous"
+        );
         let t = parse_url("ftp://bob@h/").unwrap();
-        assert!(resolve_login(&t, None, &no_sources()).unwrap_err().contains("no password"));
+        assert!(resolve_login(&t, None, &no_sources())
+            .unwrap_err()
+            .contains("no password"));
         let prompt = |_: &str| Some("typed".to_string());
-        let src = Sources { prompt: Some(&prompt), ..no_sources() };
-        assert_eq!(resolve_login(&t, None, &src).unwrap().password.expose(), "typed");
+        let src = Sources {
+            prompt: Some(&prompt),
+            ..no_sources()
+        };
+        assert_eq!(
+            resolve_login(&t, None, &src).unwrap().password.expose(),
+            "typed"
+        );
         let l = resolve_login(&parse_url("ftp://h/").unwrap(), Some("opt"), &src).unwrap();
         assert_eq!(l.user, "opt");
     }

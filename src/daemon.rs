@@ -112,8 +112,7 @@ pub fn unmount(mnt: &Path) -> bool {
 
 /// The mount point as an absolute path, checked to be an existing directory.
 pub fn check_mountpoint(p: &Path) -> Result<PathBuf, String> {
-    let abs = std::fs::canonicalize(p)
-        .map_err(|e| format!("mount point {}: {e}", p.display()))?;
+    let abs = std::fs::canonicalize(p).map_err(|e| format!("mount point {}: {e}", p.display()))?;
     if !abs.is_dir() {
         return Err(format!("mount point {} is not a directory", p.display()));
     }

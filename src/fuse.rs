@@ -220,7 +220,14 @@ impl Filesystem for FuseAdapter {
                     },
                     (None, None) => return true, // "." and ".." are optional
                 };
-                !reply.add(INodeNo(item.ino), next, &item.name, &ttl, &attr, Generation(0))
+                !reply.add(
+                    INodeNo(item.ino),
+                    next,
+                    &item.name,
+                    &ttl,
+                    &attr,
+                    Generation(0),
+                )
             })
         });
         match r {
@@ -248,7 +255,14 @@ impl Filesystem for FuseAdapter {
         );
     }
 
-    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: fuser::ReplyXattr) {
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: fuser::ReplyXattr,
+    ) {
         reply.error(FuseErrno::from_i32(libc::ENOTSUP));
     }
 

@@ -40,9 +40,9 @@ impl Log for Masking {
     }
 }
 
-/// Installs the logger: `RUST_LOG` if set, else warnings (and the FTP dialogue with `debug`).
+/// Installs the logger: `RUST_LOG` if set, else warnings only (the FTP dialogue with `debug`).
 pub fn init(debug: bool) {
-    let default = if debug { "ftpfs=debug,info" } else { "ftpfs=info,warn" };
+    let default = if debug { "ftpfs=debug,info" } else { "warn" };
     let mut b = env_logger::Builder::new();
     b.parse_filters(default);
     if let Ok(s) = std::env::var("RUST_LOG") {

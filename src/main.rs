@@ -77,7 +77,6 @@ fn run(args: Args) -> Result<(), String> {
     };
     let remote = FtpRemote::connect(cfg, opts.connections, &target.path)
         .map_err(|e| format!("cannot mount {display}: {}", e.message))?;
-    log::info!("server features: {}", remote.features().summary());
 
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
@@ -107,7 +106,11 @@ fn run(args: Args) -> Result<(), String> {
         MountOption::Subtype("ftpfs".into()),
         MountOption::NoDev,
         MountOption::NoSuid,
-        if opts.read_only { MountOption::RO } else { MountOption::RW },
+        if opts.read_only {
+            MountOption::RO
+        } else {
+            MountOption::RW
+        },
     ];
     if opts.default_permissions {
         config.mount_options.push(MountOption::DefaultPermissions);

@@ -139,10 +139,7 @@ pub trait Remote: Send + Sync {
 /// Rejects empty names, `.` and `..`, and any name containing `/`, NUL, CR or LF:
 /// the last two would let a name inject FTP commands.
 pub fn is_valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name != "."
-        && name != ".."
-        && !name.contains(['/', '\0', '\r', '\n'])
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0', '\r', '\n'])
 }
 
 #[cfg(test)]

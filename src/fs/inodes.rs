@@ -103,11 +103,15 @@ impl InodeTable {
     fn remove_if_unused(&mut self, ino: u64) {
         let mut cur = ino;
         while cur != ROOT {
-            let Some(n) = self.nodes.get(&cur) else { return };
+            let Some(n) = self.nodes.get(&cur) else {
+                return;
+            };
             if n.nlookup > 0 || n.children > 0 {
                 return;
             }
-            let Some(n) = self.nodes.remove(&cur) else { return };
+            let Some(n) = self.nodes.remove(&cur) else {
+                return;
+            };
             if self.by_name.get(&(n.parent, n.name.clone())) == Some(&cur) {
                 self.by_name.remove(&(n.parent, n.name));
             }

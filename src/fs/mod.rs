@@ -6,6 +6,8 @@ pub mod inodes;
 pub mod memory;
 pub mod meta;
 pub mod reader;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -191,15 +193,6 @@ impl FtpFs {
         let (dir, name) = split_path(path).ok_or(Errno(libc::ENOENT))?;
         let listing = self.listing(dir)?;
         listing.get(name).cloned().ok_or(Errno(libc::ENOENT))
-    }
-
-    /// Checks a name handed in by the kernel before it can reach a command line.
-    fn check_name(name: &str) -> FsResult<()> {
-        if crate::remote::is_valid_name(name) {
-            Ok(())
-        } else {
-            Err(Errno(libc::EINVAL))
-        }
     }
 
     pub fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {

@@ -39,9 +39,11 @@ pub struct FileKey {
     pub mtime: Option<SystemTime>,
 }
 
+type Blocks = LruCache<(FileKey, u64), Arc<Vec<u8>>>;
+
 /// The LRU cache of whole blocks, bounded in bytes.
 pub struct BlockCache {
-    blocks: Option<Mutex<LruCache<(FileKey, u64), Arc<Vec<u8>>>>>,
+    blocks: Option<Mutex<Blocks>>,
     pub hits: AtomicU64,
     pub misses: AtomicU64,
 }
@@ -56,7 +58,7 @@ impl BlockCache {
         }
     }
 
-    fn lock(&self) -> Option<MutexGuard<'_, LruCache<(FileKey, u64), Arc<Vec<u8>>>>> {
+    fn lock(&self) -> Option<MutexGuard<'_, Blocks>> {
         self.blocks
             .as_ref()
             .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
@@ -97,7 +99,9 @@ impl BlockCache {
 
     /// (blocks held, capacity in blocks).
     pub fn usage(&self) -> (usize, usize) {
-        self.lock().map(|c| (c.len(), c.cap().get())).unwrap_or((0, 0))
+        self.lock()
+            .map(|c| (c.len(), c.cap().get()))
+            .unwrap_or((0, 0))
     }
 }
 
@@ -190,7 +194,13 @@ impl Stream {
         offset <= st.produced + SKIP_AHEAD
     }
 
-    fn read(&self, offset: u64, size: u64, window: u64, timeout: Duration) -> RemoteResult<Outcome> {
+    fn read(
+        &self,
+        offset: u64,
+        size: u64,
+        window: u64,
+        timeout: Duration,
+    ) -> RemoteResult<Outcome> {
         let want_end = offset + size;
         let deadline = Instant::now() + timeout;
         let mut st = self.shared.lock();
@@ -428,7 +438,10 @@ mod tests {
         let c = BlockCache::new(4 * BLOCK as usize);
         let k = key(BLOCK + 10);
         c.insert(k, 0, Arc::new(vec![1u8; BLOCK as usize]));
-        assert!(c.get_range(k, BLOCK - 5, 10).is_none(), "second block missing");
+        assert!(
+            c.get_range(k, BLOCK - 5, 10).is_none(),
+            "second block missing"
+        );
         c.insert(k, 1, Arc::new(vec![2u8; 10]));
         let got = c.get_range(k, BLOCK - 5, 10).unwrap();
         assert_eq!(got, [1, 1, 1, 1, 1, 2, 2, 2, 2, 2]);

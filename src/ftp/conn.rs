@@ -52,6 +52,8 @@ pub struct Features {
     pub rest_stream: bool,
     pub utf8: bool,
     pub epsv: bool,
+    /// MLST facts the server offers but does not send by default (without the `*`).
+    pub mlst_optional: Vec<String>,
 }
 
 impl Features {
@@ -63,8 +65,18 @@ impl Features {
                 && v.as_deref()
                     .is_some_and(|v| v.to_ascii_uppercase().contains("STREAM"))
         });
+        let mlst_optional = feat
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("MLST"))
+            .filter_map(|(_, v)| v.as_deref())
+            .flat_map(|v| v.split(';'))
+            .map(str::trim)
+            .filter(|f| !f.is_empty() && !f.ends_with('*'))
+            .map(|f| f.to_ascii_lowercase())
+            .collect();
         Features {
             mlsd: has("MLST") || has("MLSD"),
+            mlst_optional,
             mfmt: has("MFMT"),
             mdtm: has("MDTM"),
             size: has("SIZE"),
@@ -209,9 +221,24 @@ impl Conn {
         let text = reply::reply_text(&resp);
         log::debug!("[conn {}] < {text}", self.id);
         if resp.status == Status::CommandNotImplemented {
-            return Err(RemoteError::new(ErrorKind::Unsupported, format!("{line}: {text}")));
+            return Err(RemoteError::new(
+                ErrorKind::Unsupported,
+                format!("{line}: {text}"),
+            ));
         }
         Ok(text)
+    }
+
+    /// Per-session setup that depends on the server's features: UTF-8 names, and
+    /// the MLST facts we want (unix.mode) when the server does not send them by default.
+    pub fn apply_features(&mut self, f: &Features) {
+        if f.utf8 {
+            // Not every server accepts it (pure-ftpd answers 504); names are UTF-8 either way.
+            let _ = self.command("OPTS UTF8 ON");
+        }
+        if f.mlsd && f.mlst_optional.iter().any(|x| x == "unix.mode") {
+            let _ = self.command("OPTS MLST type;size;modify;perm;unix.mode;");
+        }
     }
 
     /// Sends a bare EPSV to learn whether the server supports it.
@@ -269,6 +296,13 @@ mod tests {
         feat.insert("UTF8".into(), None);
         let f = Features::from_feat(&feat);
         assert!(f.mlsd && f.rest_stream && f.utf8);
+        assert!(f.mlst_optional.is_empty());
+        feat.insert(
+            "MLST".into(),
+            Some("type*;perm*;size*;modify*;unix.mode;unique;".into()),
+        );
+        let f = Features::from_feat(&feat);
+        assert_eq!(f.mlst_optional, ["unix.mode", "unique"]);
         assert!(!f.mfmt && !f.size);
         assert_eq!(f.summary(), "MLSD, REST STREAM, UTF8");
     }

@@ -144,10 +144,6 @@ impl Pool {
         if self.features.get().is_none() {
             let f = conn.features();
             log::info!("server features: {}", f.summary());
-            if f.utf8 {
-                // Not all servers accept it (pure-ftpd answers 504); names are UTF-8 either way.
-                let _ = conn.command("OPTS UTF8 ON");
-            }
             // Try EPSV once; a server that refuses it gets PASV from now on.
             if let Err(e) = conn.probe_epsv() {
                 log::debug!("EPSV probe failed: {}", e.message);
@@ -156,9 +152,8 @@ impl Pool {
                 }
             }
             let _ = self.features.set(f);
-        } else if self.features().utf8 {
-            let _ = conn.command("OPTS UTF8 ON");
         }
+        conn.apply_features(&self.features());
         Ok(conn)
     }
 

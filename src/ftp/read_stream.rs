@@ -40,7 +40,10 @@ pub fn open(mut pc: PooledConn, path: &str, offset: u64) -> RemoteResult<ReadStr
     let stream = match start(&mut pc, offset) {
         Ok(s) => s,
         Err(e) if offset > 0 && e.kind == ErrorKind::Unsupported => {
-            log::warn!("server refused REST {offset} ({}); reading from the start", e.message);
+            log::warn!(
+                "server refused REST {offset} ({}); reading from the start",
+                e.message
+            );
             skip = offset;
             start(&mut pc, 0)?
         }

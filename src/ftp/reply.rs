@@ -100,18 +100,48 @@ mod tests {
 
     #[test]
     fn codes_map_to_specific_kinds() {
-        assert_eq!(classify(550, "550 No such file or directory."), ErrorKind::NotFound);
-        assert_eq!(classify(550, "550 Failed to open file."), ErrorKind::NotFound);
-        assert_eq!(classify(550, "550 Permission denied."), ErrorKind::PermissionDenied);
-        assert_eq!(classify(550, "550 Directory not empty."), ErrorKind::NotEmpty);
+        assert_eq!(
+            classify(550, "550 No such file or directory."),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            classify(550, "550 Failed to open file."),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            classify(550, "550 Permission denied."),
+            ErrorKind::PermissionDenied
+        );
+        assert_eq!(
+            classify(550, "550 Directory not empty."),
+            ErrorKind::NotEmpty
+        );
         assert_eq!(classify(550, "550 File exists."), ErrorKind::AlreadyExists);
-        assert_eq!(classify(552, "552 Exceeded storage allocation"), ErrorKind::NoSpace);
-        assert_eq!(classify(452, "452 Insufficient storage space"), ErrorKind::NoSpace);
-        assert_eq!(classify(552, "552 Quota exceeded"), ErrorKind::QuotaExceeded);
-        assert_eq!(classify(530, "530 Login incorrect."), ErrorKind::PermissionDenied);
+        assert_eq!(
+            classify(552, "552 Exceeded storage allocation"),
+            ErrorKind::NoSpace
+        );
+        assert_eq!(
+            classify(452, "452 Insufficient storage space"),
+            ErrorKind::NoSpace
+        );
+        assert_eq!(
+            classify(552, "552 Quota exceeded"),
+            ErrorKind::QuotaExceeded
+        );
+        assert_eq!(
+            classify(530, "530 Login incorrect."),
+            ErrorKind::PermissionDenied
+        );
         assert_eq!(classify(421, "421 Timeout."), ErrorKind::Connection);
-        assert_eq!(classify(502, "502 Command not implemented."), ErrorKind::Unsupported);
-        assert_eq!(classify(553, "553 Could not create file."), ErrorKind::PermissionDenied);
+        assert_eq!(
+            classify(502, "502 Command not implemented."),
+            ErrorKind::Unsupported
+        );
+        assert_eq!(
+            classify(553, "553 Could not create file."),
+            ErrorKind::PermissionDenied
+        );
         assert_eq!(classify(554, "554 Invalid REST"), ErrorKind::Protocol);
         assert_eq!(classify(299, "299 odd"), ErrorKind::Protocol);
     }
