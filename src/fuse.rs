@@ -151,6 +151,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyData,
     ) {
+        log::trace!("read fh={} offset={offset} size={size}", fh.0);
         match run("read", || self.fs.read(fh.0, offset, size)) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(e),

@@ -103,7 +103,12 @@ fn run(args: Args) -> Result<(), String> {
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName(opts.fsname.clone().unwrap_or(display.clone())),
-        MountOption::Subtype("ftpfs".into()),
+        // As root fuser calls mount(2) itself and drops Subtype; the kernel takes it as data.
+        if uid == 0 {
+            MountOption::CUSTOM("subtype=ftpfs".into())
+        } else {
+            MountOption::Subtype("ftpfs".into())
+        },
         MountOption::NoDev,
         MountOption::NoSuid,
         if opts.read_only {
