@@ -8,7 +8,6 @@ use std::ffi::OsStr;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use fuser::{
     Errno as FuseErrno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
@@ -276,6 +275,23 @@ impl Filesystem for FuseAdapter {
     }
 }
 
-/// The mount time is used for entries without a date; keep the import used in tests.
-#[allow(dead_code)]
-fn _unused(_: SystemTime) {}
+/// Raises the kernel's read-ahead for this mount (the FUSE INIT reply cannot go
+/// above 128 KiB): larger sequential reads mean fewer requests and better overlap.
+/// Needs root; otherwise the default stays, which is only slower.
+pub fn raise_readahead(mountpoint: &std::path::Path, kib: u32) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let target = mountpoint.to_string_lossy();
+    // Fields: id parent major:minor root mountpoint ...
+    let dev = info.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (f.len() > 4 && f[4] == target).then(|| f[2].to_string())
+    });
+    let Some(dev) = dev else { return };
+    let path = format!("/sys/class/bdi/{dev}/read_ahead_kb");
+    match std::fs::write(&path, kib.to_string()) {
+        Ok(()) => log::debug!("read-ahead set to {kib} KiB ({path})"),
+        Err(e) => log::debug!("could not raise read-ahead ({path}): {e}"),
+    }
+}

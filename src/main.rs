@@ -128,6 +128,7 @@ fn run(args: Args) -> Result<(), String> {
 
     let mut session = fuser::Session::new(fuse::FuseAdapter::new(filesystem), &mountpoint, &config)
         .map_err(|e| format!("cannot mount on {}: {e}", mountpoint.display()))?;
+    fuse::raise_readahead(&mountpoint, 2048);
     let mut unmounter = session.unmount_callable();
     let mnt = mountpoint.clone();
     daemon::on_termination(signals, move |sig| {

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use crate::remote::{Entry, EntryKind, ErrorKind, Remote, RemoteError};
 use inodes::{InodeTable, ROOT};
 use meta::{split_path, Listing, MetaCache};
-use reader::{BlockCache, FileKey, Reader};
+use reader::{BlockCache, Bytes, FileKey, Reader};
 
 /// An errno value to hand back to the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -325,7 +325,7 @@ impl FtpFs {
         Ok((fh, keep_cache))
     }
 
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         let handle = self.handle(fh)?;
         let Handle::File(reader) = handle.as_ref() else {
             return Err(Errno(libc::EISDIR));

@@ -39,6 +39,30 @@ pub struct FileKey {
     pub mtime: Option<SystemTime>,
 }
 
+/// Bytes handed back by a read: a window of a shared block when the request fits
+/// in one (no copy), else an owned buffer.
+#[derive(Debug, Clone)]
+pub enum Bytes {
+    Shared(Arc<Vec<u8>>, usize, usize),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Shared(b, s, e) => &b[*s..*e],
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
+impl Bytes {
+    fn empty() -> Self {
+        Bytes::Owned(Vec::new())
+    }
+}
+
 type Blocks = LruCache<(FileKey, u64), Arc<Vec<u8>>>;
 
 /// The LRU cache of whole blocks, bounded in bytes.
@@ -71,9 +95,19 @@ impl BlockCache {
     }
 
     /// The bytes `[offset, offset+len)` if every block they touch is cached.
-    pub fn get_range(&self, key: FileKey, offset: u64, len: u64) -> Option<Vec<u8>> {
+    pub fn get_range(&self, key: FileKey, offset: u64, len: u64) -> Option<Bytes> {
         let mut c = self.lock()?;
         let end = offset + len;
+        let idx = offset / BLOCK;
+        if let Some(block) = c.get(&(key, idx)) {
+            let start = (offset - idx * BLOCK) as usize;
+            let last_block = block.len() < BLOCK as usize;
+            if start <= block.len() && (start + len as usize <= block.len() || last_block) {
+                let end_in = (start + len as usize).min(block.len());
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Some(Bytes::Shared(Arc::clone(block), start, end_in));
+            }
+        }
         let mut out = Vec::with_capacity(len as usize);
         let mut pos = offset;
         while pos < end {
@@ -94,7 +128,7 @@ impl BlockCache {
             }
         }
         self.hits.fetch_add(1, Ordering::Relaxed);
-        Some(out)
+        Some(Bytes::Owned(out))
     }
 
     /// (blocks held, capacity in blocks).
@@ -147,7 +181,7 @@ impl Drop for Stream {
 }
 
 enum Outcome {
-    Data(Vec<u8>),
+    Data(Bytes),
     /// The stream cannot serve this offset: start a new one.
     Restart,
 }
@@ -249,8 +283,14 @@ impl Stream {
     }
 }
 
-/// Copies `[from, to)` out of contiguous chunks.
-fn copy_out(chunks: &VecDeque<(u64, Arc<Vec<u8>>)>, from: u64, to: u64) -> Vec<u8> {
+/// `[from, to)` out of contiguous chunks: shared when one chunk holds it all.
+fn copy_out(chunks: &VecDeque<(u64, Arc<Vec<u8>>)>, from: u64, to: u64) -> Bytes {
+    if let Some((off, data)) = chunks
+        .iter()
+        .find(|(off, d)| *off <= from && to <= off + d.len() as u64)
+    {
+        return Bytes::Shared(Arc::clone(data), (from - off) as usize, (to - off) as usize);
+    }
     let mut out = Vec::with_capacity(to.saturating_sub(from) as usize);
     for (off, data) in chunks {
         let c_end = off + data.len() as u64;
@@ -261,7 +301,7 @@ fn copy_out(chunks: &VecDeque<(u64, Arc<Vec<u8>>)>, from: u64, to: u64) -> Vec<u
         let e = to.min(c_end) - off;
         out.extend_from_slice(&data[s as usize..e as usize]);
     }
-    out
+    Bytes::Owned(out)
 }
 
 /// The producer: reads whole blocks ahead of the consumer until the end, an error,
@@ -379,9 +419,9 @@ impl Reader {
         offset: u64,
         size: u64,
         timeout: Duration,
-    ) -> RemoteResult<Vec<u8>> {
+    ) -> RemoteResult<Bytes> {
         if size == 0 || offset >= self.key.size {
-            return Ok(Vec::new());
+            return Ok(Bytes::empty());
         }
         let size = size.min(self.key.size - offset);
         let sequential = offset == self.next_expected;
@@ -444,9 +484,11 @@ mod tests {
         );
         c.insert(k, 1, Arc::new(vec![2u8; 10]));
         let got = c.get_range(k, BLOCK - 5, 10).unwrap();
-        assert_eq!(got, [1, 1, 1, 1, 1, 2, 2, 2, 2, 2]);
-        // past the end of the file: only what exists
-        assert_eq!(c.get_range(k, BLOCK + 5, 100).unwrap(), vec![2u8; 5]);
+        assert_eq!(*got, [1, 1, 1, 1, 1, 2, 2, 2, 2, 2]);
+        // past the end of the file: only what exists, shared without a copy
+        let tail = c.get_range(k, BLOCK + 5, 100).unwrap();
+        assert_eq!(*tail, [2u8; 5]);
+        assert!(matches!(tail, Bytes::Shared(..)));
     }
 
     #[test]
@@ -465,7 +507,8 @@ mod tests {
         let mut q = VecDeque::new();
         q.push_back((10, Arc::new(vec![1, 2, 3])));
         q.push_back((13, Arc::new(vec![4, 5, 6])));
-        assert_eq!(copy_out(&q, 11, 15), vec![2, 3, 4, 5]);
-        assert_eq!(copy_out(&q, 0, 100), vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(*copy_out(&q, 11, 15), [2, 3, 4, 5]);
+        assert_eq!(*copy_out(&q, 0, 100), [1, 2, 3, 4, 5, 6]);
+        assert!(matches!(copy_out(&q, 13, 15), Bytes::Shared(..)));
     }
 }

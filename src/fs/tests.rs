@@ -172,7 +172,7 @@ fn random_reads_match_and_rereads_come_from_the_block_cache() {
         let off = seed % data.len() as u64;
         let got = fs.read(fh, off, 4096).unwrap();
         let end = (off as usize + 4096).min(data.len());
-        assert_eq!(got, &data[off as usize..end], "offset {off}");
+        assert_eq!(&*got, &data[off as usize..end], "offset {off}");
         offsets.push(off);
     }
     let opens = r.opens.load(Ordering::SeqCst);
@@ -180,7 +180,7 @@ fn random_reads_match_and_rereads_come_from_the_block_cache() {
     for off in offsets.iter().take(20) {
         let got = fs.read(fh, *off, 4096).unwrap();
         let end = (*off as usize + 4096).min(data.len());
-        assert_eq!(got, &data[*off as usize..end]);
+        assert_eq!(&*got, &data[*off as usize..end]);
     }
     assert_eq!(
         r.opens.load(Ordering::SeqCst),
@@ -195,7 +195,7 @@ fn reads_past_the_end_are_empty() {
     let d = fs.lookup(ROOT, "d").unwrap();
     let a = fs.lookup(d.ino, "a.txt").unwrap();
     let (fh, _) = fs.open(a.ino).unwrap();
-    assert_eq!(fs.read(fh, 3, 100).unwrap(), b"lo");
+    assert_eq!(&*fs.read(fh, 3, 100).unwrap(), b"lo");
     assert!(fs.read(fh, 5, 100).unwrap().is_empty());
     assert!(fs.read(fh, 500, 100).unwrap().is_empty());
 }
