@@ -86,12 +86,16 @@ pub fn from_ftp(what: &str, err: FtpError) -> RemoteError {
 
 /// Converts a socket error into a [`RemoteError`].
 pub fn from_io(what: &str, e: &io::Error) -> RemoteError {
-    let kind = match e.kind() {
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => ErrorKind::Timeout,
-        io::ErrorKind::InvalidInput => ErrorKind::InvalidName,
-        _ => ErrorKind::Connection,
-    };
-    RemoteError::new(kind, format!("{what}: {e}"))
+    match e.kind() {
+        // A socket timeout shows as EAGAIN on Linux: say what it means.
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+            RemoteError::new(ErrorKind::Timeout, format!("{what}: timed out"))
+        }
+        io::ErrorKind::InvalidInput => {
+            RemoteError::new(ErrorKind::InvalidName, format!("{what}: {e}"))
+        }
+        _ => RemoteError::new(ErrorKind::Connection, format!("{what}: {e}")),
+    }
 }
 
 #[cfg(test)]
