@@ -159,6 +159,8 @@ pub struct MountOpts {
     pub timeout: Duration,
     pub debug: bool,
     pub fsname: Option<String>,
+    pub cache_dir: Option<PathBuf>,
+    pub direct_upload: bool,
 }
 
 impl Default for MountOpts {
@@ -179,6 +181,8 @@ impl Default for MountOpts {
             timeout: Duration::from_secs(30),
             debug: false,
             fsname: None,
+            cache_dir: None,
+            direct_upload: false,
         }
     }
 }
@@ -237,6 +241,10 @@ impl MountOpts {
                     "connect_timeout" => o.connect_timeout = seconds(name, value)?,
                     "timeout" => o.timeout = seconds(name, value)?,
                     "debug" => o.debug = true,
+                    "direct_upload" => o.direct_upload = true,
+                    "cache_dir" => {
+                        o.cache_dir = Some(value.ok_or("option cache_dir needs a value")?.into())
+                    }
                     "fsname" => o.fsname = value.map(str::to_string),
                     n if IGNORED.contains(&n)
                         || n.starts_with("x-")

@@ -118,3 +118,27 @@ pub fn check_mountpoint(p: &Path) -> Result<PathBuf, String> {
     }
     Ok(abs)
 }
+
+/// The private spool directory of this mount: `base/spool-PID`, mode 0700, where
+/// base is `-o cache_dir`, else `$XDG_CACHE_HOME/ftpfs`, else `~/.cache/ftpfs`.
+pub fn spool_dir(configured: Option<&Path>) -> Result<PathBuf, String> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let base = match configured {
+        Some(p) => p.to_path_buf(),
+        None => std::env::var_os("XDG_CACHE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
+            .unwrap_or_else(std::env::temp_dir)
+            .join("ftpfs"),
+    };
+    let dir = base.join(format!("spool-{}", std::process::id()));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .and_then(|_| std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o700)))
+        .and_then(|_| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|e| format!("cannot create the spool directory {}: {e}", dir.display()))?;
+    Ok(dir)
+}

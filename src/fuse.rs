@@ -9,13 +9,17 @@ use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
+use std::path::Path;
+use std::time::SystemTime;
+
 use fuser::{
     Errno as FuseErrno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, KernelConfig, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
+    INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::fs::{Attr, Errno, FsResult, FtpFs};
+use crate::fs::{Attr, Errno, FsResult, FtpFs, RenameMode, SetAttr};
 use crate::remote::EntryKind;
 
 /// Largest read and write requests, and the kernel's read-ahead.
@@ -45,6 +49,24 @@ fn run<T>(op: &str, f: impl FnOnce() -> FsResult<T>) -> Result<T, FuseErrno> {
             log::error!("bug: {op} panicked: {msg}");
             Err(FuseErrno::EIO)
         }
+    }
+}
+
+fn name_str(name: &OsStr) -> FsResult<&str> {
+    name.to_str().ok_or(Errno(libc::EINVAL))
+}
+
+fn reply_entry(reply: ReplyEntry, ttl: &std::time::Duration, r: Result<Attr, FuseErrno>) {
+    match r {
+        Ok(a) => reply.entry(ttl, &file_attr(&a), Generation(0)),
+        Err(e) => reply.error(e),
+    }
+}
+
+fn reply_empty(reply: ReplyEmpty, r: Result<(), FuseErrno>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
     }
 }
 
@@ -120,13 +142,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let r = run("open", || {
-            if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
-                return Err(Errno(libc::EROFS));
-            }
-            self.fs.open(ino.0)
-        });
-        match r {
+        match run("open", || self.fs.open(ino.0, flags.0)) {
             Ok((fh, keep)) => {
                 let flags = if keep {
                     FopenFlags::FOPEN_KEEP_CACHE
@@ -139,6 +155,217 @@ impl Filesystem for FuseAdapter {
         }
     }
 
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let r = run("create", || {
+            self.fs
+                .create(parent.0, name_str(name)?, mode & !umask, flags)
+        });
+        match r {
+            Ok((a, fh)) => reply.created(
+                &self.fs.ttl(),
+                &file_attr(&a),
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::empty(),
+            ),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match run("write", || self.fs.write(fh.0, offset, data)) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(reply, run("flush", || self.fs.flush(fh.0)));
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(reply, run("fsync", || self.fs.fsync(fh.0)));
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Directory changes are made on the server at once.
+        reply.ok();
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let set = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            mtime: mtime.map(|t| match t {
+                TimeOrNow::SpecificTime(t) => t,
+                TimeOrNow::Now => SystemTime::now(),
+            }),
+        };
+        match run("setattr", || self.fs.setattr(ino.0, &set)) {
+            Ok(a) => reply.attr(&self.fs.ttl(), &file_attr(&a)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let r = run("mkdir", || {
+            self.fs.mkdir(parent.0, name_str(name)?, mode & !umask)
+        });
+        reply_entry(reply, &self.fs.ttl(), r);
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let r = run("mknod", || {
+            self.fs
+                .mknod(parent.0, name_str(name)?, mode & !(umask & 0o777))
+        });
+        reply_entry(reply, &self.fs.ttl(), r);
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _target: &Path,
+        reply: ReplyEntry,
+    ) {
+        // FTP has no command to create links.
+        reply.error(FuseErrno::EPERM);
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(FuseErrno::EPERM);
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(
+            reply,
+            run("unlink", || self.fs.unlink(parent.0, name_str(name)?)),
+        );
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(
+            reply,
+            run("rmdir", || self.fs.rmdir(parent.0, name_str(name)?)),
+        );
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let r = run("rename", || {
+            if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+                return Err(Errno(libc::EINVAL));
+            }
+            let mode = if flags.contains(RenameFlags::RENAME_NOREPLACE) {
+                RenameMode::NoReplace
+            } else {
+                RenameMode::Replace
+            };
+            self.fs.rename(
+                parent.0,
+                name_str(name)?,
+                newparent.0,
+                name_str(newname)?,
+                mode,
+            )
+        });
+        reply_empty(reply, r);
+    }
+
     fn read(
         &self,
         _req: &Request,
@@ -147,7 +374,7 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         size: u32,
         _flags: OpenFlags,
-        _lock_owner: Option<fuser::LockOwner>,
+        _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
         log::trace!("read fh={} offset={offset} size={size}", fh.0);
@@ -163,7 +390,7 @@ impl Filesystem for FuseAdapter {
         _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
-        _lock_owner: Option<fuser::LockOwner>,
+        _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
@@ -261,12 +488,29 @@ impl Filesystem for FuseAdapter {
         _ino: INodeNo,
         _name: &OsStr,
         _size: u32,
-        reply: fuser::ReplyXattr,
+        reply: ReplyXattr,
     ) {
         reply.error(FuseErrno::from_i32(libc::ENOTSUP));
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(FuseErrno::from_i32(libc::ENOTSUP));
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(FuseErrno::from_i32(libc::ENOTSUP));
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
         if size == 0 {
             reply.size(0);
         } else {

@@ -88,8 +88,15 @@ fn run(args: Args) -> Result<(), String> {
         block_cache: opts.block_cache_mib << 20,
         timeout: opts.timeout,
         read_only: opts.read_only,
+        spool_dir: daemon::spool_dir(opts.cache_dir.as_deref())?,
+        upload_mode: if opts.direct_upload {
+            fs::writer::UploadMode::Direct
+        } else {
+            fs::writer::UploadMode::Atomic
+        },
         ..fs::FsConfig::default()
     };
+    let spool_dir = fs_cfg.spool_dir.clone();
 
     let mut ready = if foreground {
         daemon::ReadyPipe::none()
@@ -99,7 +106,7 @@ fn run(args: Args) -> Result<(), String> {
     let signals = daemon::block_signals();
 
     let remote = Arc::new(remote);
-    let filesystem = Arc::new(fs::FtpFs::new(Arc::clone(&remote) as _, fs_cfg));
+    let filesystem = fs::FtpFs::new_shared(Arc::clone(&remote) as _, fs_cfg);
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName(opts.fsname.clone().unwrap_or(display.clone())),
@@ -126,8 +133,12 @@ fn run(args: Args) -> Result<(), String> {
     config.n_threads = Some((opts.connections * 2).clamp(4, 16));
     config.clone_fd = true;
 
-    let mut session = fuser::Session::new(fuse::FuseAdapter::new(filesystem), &mountpoint, &config)
-        .map_err(|e| format!("cannot mount on {}: {e}", mountpoint.display()))?;
+    let mut session = fuser::Session::new(
+        fuse::FuseAdapter::new(Arc::clone(&filesystem)),
+        &mountpoint,
+        &config,
+    )
+    .map_err(|e| format!("cannot mount on {}: {e}", mountpoint.display()))?;
     fuse::raise_readahead(&mountpoint, 2048);
     let mut unmounter = session.unmount_callable();
     let mnt = mountpoint.clone();
@@ -140,6 +151,9 @@ fn run(args: Args) -> Result<(), String> {
     log::info!("mounted {display} on {}", mountpoint.display());
     ready.notify_ready();
     let result = session.run();
+    filesystem.wait_for_uploads();
     remote.pool().close_idle();
+    // Empty unless an upload failed for good (its data is kept there, and logged).
+    let _ = std::fs::remove_dir(&spool_dir);
     result.map_err(|e| format!("session ended with an error: {e}"))
 }

@@ -5,7 +5,7 @@
 //! Errors are protocol-neutral [`ErrorKind`]s that map onto errno values.
 
 use std::fmt;
-use std::io::Read;
+use std::io::{Read, Seek, Write};
 use std::time::SystemTime;
 
 /// What a directory entry is.
@@ -125,13 +125,47 @@ pub type RemoteResult<T> = Result<T, RemoteError>;
 /// dropping it early aborts the transfer and frees the connection.
 pub type ReadStream = Box<dyn Read + Send>;
 
-/// What the filesystem needs from a server.
+/// Something an upload can read from, and rewind to retry.
+pub trait Source: Read + Seek + Send {}
+impl<T: Read + Seek + Send> Source for T {}
+
+/// An upload in progress, fed as the application writes. Dropping it without
+/// [`finish`](UploadStream::finish) aborts the transfer.
+pub trait UploadStream: Write + Send {
+    /// Completes the transfer and returns the server's verdict on it.
+    fn finish(self: Box<Self>) -> RemoteResult<()>;
+}
+
+/// What the filesystem needs from a server. Paths are absolute within the mount
+/// (`/` is the mount's root).
 pub trait Remote: Send + Sync {
-    /// Lists a directory (absolute path, `/` for the root): one round trip.
+    /// Lists a directory: one round trip.
     fn list(&self, dir: &str) -> RemoteResult<Vec<Entry>>;
 
     /// Opens `path` for reading, starting `offset` bytes in.
     fn open_read(&self, path: &str, offset: u64) -> RemoteResult<ReadStream>;
+
+    /// Uploads everything `data` holds (from its start) to `path`, replacing it.
+    fn store(&self, path: &str, data: &mut dyn Source) -> RemoteResult<u64>;
+
+    /// Starts an upload to `path` that is fed while it runs.
+    fn open_upload(&self, path: &str) -> RemoteResult<Box<dyn UploadStream>>;
+
+    /// Renames `from` to `to`, replacing a file at `to` where the server allows it.
+    fn rename(&self, from: &str, to: &str) -> RemoteResult<()>;
+
+    /// Deletes a file.
+    fn remove_file(&self, path: &str) -> RemoteResult<()>;
+
+    fn mkdir(&self, path: &str) -> RemoteResult<()>;
+
+    fn rmdir(&self, path: &str) -> RemoteResult<()>;
+
+    /// Sets the modification time; `Unsupported` when the server cannot.
+    fn set_mtime(&self, path: &str, mtime: SystemTime) -> RemoteResult<()>;
+
+    /// Sets the permission bits; `Unsupported` when the server cannot.
+    fn chmod(&self, path: &str, mode: u32) -> RemoteResult<()>;
 }
 
 /// Checks a single path component, from the server or from the user.

@@ -145,6 +145,16 @@ impl InodeTable {
         Some(format!("/{}", parts.join("/")))
     }
 
+    /// The inode currently named `parent/name`, if any.
+    pub fn get(&self, parent: u64, name: &str) -> Option<u64> {
+        self.by_name.get(&(parent, name.to_string())).copied()
+    }
+
+    /// The (parent, name) an inode was last known under.
+    pub fn name_of(&self, ino: u64) -> Option<(u64, &str)> {
+        self.nodes.get(&ino).map(|n| (n.parent, n.name.as_str()))
+    }
+
     pub fn parent(&self, ino: u64) -> Option<u64> {
         self.nodes.get(&ino).map(|n| n.parent)
     }

@@ -14,7 +14,7 @@ use lru::LruCache;
 use crate::remote::{Entry, RemoteResult};
 
 /// A directory's entries, in the server's order, with a name index.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Listing {
     pub entries: Vec<Entry>,
     index: HashMap<String, usize>,
@@ -39,6 +39,29 @@ impl Listing {
 
     pub fn get(&self, name: &str) -> Option<&Entry> {
         self.index.get(name).map(|&i| &self.entries[i])
+    }
+
+    /// Adds or replaces an entry.
+    pub fn upsert(&mut self, e: Entry) {
+        match self.index.get(&e.name) {
+            Some(&i) => self.entries[i] = e,
+            None => {
+                self.index.insert(e.name.clone(), self.entries.len());
+                self.entries.push(e);
+            }
+        }
+    }
+
+    /// Removes an entry; the order of the others is kept.
+    pub fn remove(&mut self, name: &str) -> Option<Entry> {
+        let i = self.index.remove(name)?;
+        let e = self.entries.remove(i);
+        for v in self.index.values_mut() {
+            if *v > i {
+                *v -= 1;
+            }
+        }
+        Some(e)
     }
 }
 
@@ -175,6 +198,42 @@ impl MetaCache {
         }
     }
 
+    /// Forgets `dir` and every cached directory below it (after a rename or rmdir).
+    pub fn invalidate_tree(&self, dir: &str) {
+        let prefix = format!("{}/", dir.trim_end_matches('/'));
+        let mut inner = self.lock();
+        let doomed: Vec<String> = inner
+            .dirs
+            .iter()
+            .map(|(k, _)| k.clone())
+            .filter(|k| k == dir || k.starts_with(&prefix))
+            .collect();
+        for k in doomed {
+            if let Some(old) = inner.dirs.pop(&k) {
+                inner.entries -= old.listing.entries.len();
+            }
+        }
+    }
+
+    /// Applies our own change to a cached listing, keeping its age; a directory
+    /// that is not cached is left alone (its next listing shows the change).
+    pub fn update(&self, dir: &str, change: impl FnOnce(&mut Listing)) {
+        let mut inner = self.lock();
+        let Some(c) = inner.dirs.get_mut(dir) else {
+            return;
+        };
+        let before = c.listing.entries.len();
+        change(Arc::make_mut(&mut c.listing));
+        let after = c.listing.entries.len();
+        inner.entries = inner.entries + after - before;
+    }
+
+    /// Records a directory we just created: it is empty, no need to list it.
+    pub fn insert_empty(&self, dir: &str) {
+        let mut inner = self.lock();
+        self.insert_locked(&mut inner, dir, Arc::new(Listing::default()));
+    }
+
     /// (hits, misses, directories, entries), for statistics.
     pub fn stats(&self) -> (u64, u64, usize, usize) {
         use std::sync::atomic::Ordering::Relaxed;
@@ -290,6 +349,31 @@ mod tests {
             assert_eq!(t.join().unwrap(), 2);
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn our_changes_update_the_cached_listing() {
+        let c = MetaCache::new(Duration::from_secs(60), 1000);
+        c.listing("/d", || Ok(entries(3))).unwrap();
+        c.update("/d", |l| {
+            l.remove("f0");
+            l.upsert(Entry::new("new", EntryKind::File, 9));
+            l.upsert(Entry::new("f2", EntryKind::File, 99));
+        });
+        let l = c.fresh("/d").unwrap();
+        let names: Vec<&str> = l.entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["f1", "f2", "new"]);
+        assert_eq!(l.get("f2").map(|e| e.size), Some(99));
+        assert_eq!(c.stats().3, 3);
+        c.update("/uncached", |l| {
+            l.upsert(Entry::new("x", EntryKind::File, 1))
+        });
+        assert!(c.fresh("/uncached").is_none());
+        c.insert_empty("/d/sub");
+        c.listing("/d/sub/deeper", || Ok(entries(1))).unwrap();
+        c.invalidate_tree("/d");
+        assert!(c.fresh("/d").is_none() && c.fresh("/d/sub").is_none());
+        assert!(c.fresh("/d/sub/deeper").is_none());
     }
 
     #[test]

@@ -5,19 +5,29 @@ pub mod inodes;
 #[cfg(test)]
 pub mod memory;
 pub mod meta;
+mod namespace;
 pub mod reader;
 #[cfg(test)]
 mod tests;
+mod write_ops;
+#[cfg(test)]
+mod write_tests;
+pub mod writer;
+
+pub use namespace::RenameMode;
+pub use write_ops::SetAttr;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
 
 use crate::remote::{Entry, EntryKind, ErrorKind, Remote, RemoteError};
 use inodes::{InodeTable, ROOT};
 use meta::{split_path, Listing, MetaCache};
-use reader::{BlockCache, Bytes, FileKey, Reader};
+use reader::{BlockCache, FileKey, Reader};
+use writer::{UploadMode, WriteState, TEMP_PREFIX};
 
 /// An errno value to hand back to the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +58,11 @@ pub struct FsConfig {
     /// Timeout for one network step.
     pub timeout: Duration,
     pub read_only: bool,
+    /// Where spool files live (a private 0700 directory).
+    pub spool_dir: PathBuf,
+    pub upload_mode: UploadMode,
+    /// How long unmount waits for uploads still running.
+    pub unmount_wait: Duration,
 }
 
 impl Default for FsConfig {
@@ -61,6 +76,9 @@ impl Default for FsConfig {
             max_cached_entries: 200_000,
             timeout: Duration::from_secs(30),
             read_only: false,
+            spool_dir: std::env::temp_dir(),
+            upload_mode: UploadMode::Atomic,
+            unmount_wait: Duration::from_secs(120),
         }
     }
 }
@@ -100,9 +118,19 @@ pub struct StatFs {
 }
 
 enum Handle {
-    File(Mutex<Reader>),
-    Dir { ino: u64, items: Vec<DirItem> },
+    File {
+        ino: u64,
+        reader: Mutex<Reader>,
+        /// Opened for writing.
+        write: bool,
+    },
+    Dir {
+        ino: u64,
+        items: Vec<DirItem>,
+    },
 }
+
+type Shared<T> = Arc<Mutex<T>>;
 
 pub struct FtpFs {
     remote: Arc<dyn Remote>,
@@ -115,6 +143,15 @@ pub struct FtpFs {
     /// Size and mtime at the last open, per inode, to decide FOPEN_KEEP_CACHE.
     opened_versions: Mutex<HashMap<u64, FileKey>>,
     mounted_at: SystemTime,
+    /// Files with local changes or open for writing, by inode.
+    writes: Mutex<HashMap<u64, Shared<WriteState>>>,
+    /// Modification times we set, by inode, with the server's time when we set them:
+    /// LIST shows only minutes, and some servers cannot store times at all.
+    local_mtimes: Mutex<HashMap<u64, (SystemTime, Option<SystemTime>)>>,
+    /// Ourselves, for background work (empty when not built with `new_shared`).
+    me: Weak<FtpFs>,
+    /// Uploads retried in the background after close: (count, signal).
+    background: Arc<(Mutex<usize>, Condvar)>,
 }
 
 /// Above this many inodes, those the kernel does not hold are pruned.
@@ -136,7 +173,19 @@ impl FtpFs {
             next_fh: AtomicU64::new(1),
             opened_versions: Mutex::new(HashMap::new()),
             mounted_at: SystemTime::now(),
+            writes: Mutex::new(HashMap::new()),
+            local_mtimes: Mutex::new(HashMap::new()),
+            background: Arc::new((Mutex::new(0), Condvar::new())),
+            me: Weak::new(),
         }
+    }
+
+    /// Like [`new`](Self::new), shared, so that uploads can be retried in the background.
+    pub fn new_shared(remote: Arc<dyn Remote>, cfg: FsConfig) -> Arc<Self> {
+        Arc::new_cyclic(|me| FtpFs {
+            me: me.clone(),
+            ..FtpFs::new(remote, cfg)
+        })
     }
 
     pub fn config(&self) -> &FsConfig {
@@ -152,7 +201,73 @@ impl FtpFs {
     }
 
     fn listing(&self, dir: &str) -> FsResult<Arc<Listing>> {
-        Ok(self.meta.listing(dir, || self.remote.list(dir))?)
+        Ok(self.meta.listing(dir, || {
+            let mut entries = self.remote.list(dir)?;
+            // Our own uploads in progress are not the user's files.
+            entries.retain(|e| !e.name.starts_with(TEMP_PREFIX));
+            Ok(entries)
+        })?)
+    }
+
+    /// The attributes of `ino`, with local state laid over what the server said:
+    /// unsaved writes, times the server could not store.
+    fn attr_with_local(&self, ino: u64, e: &Entry) -> Attr {
+        let mut a = self.attr_of(ino, e);
+        if let Some(ws) = self.write_state(ino) {
+            let ws = lock(&ws);
+            if ws.filled || ws.dirty {
+                a.size = ws.size;
+                if ws.dirty {
+                    a.mtime = ws.pending_mtime.unwrap_or(ws.modified);
+                }
+            }
+        }
+        if let Some((t, seen)) = lock(&self.local_mtimes).get(&ino) {
+            // Ours while the server's time is what it was, or the same up to LIST's minutes.
+            let close = |x: SystemTime| {
+                let d = x.duration_since(*t).or_else(|e| Ok::<_, ()>(e.duration()));
+                d.is_ok_and(|d| d < Duration::from_secs(60))
+            };
+            if e.mtime.is_none() || e.mtime == *seen || e.mtime.is_some_and(close) {
+                a.mtime = *t;
+            }
+        }
+        a
+    }
+
+    fn write_state(&self, ino: u64) -> Option<Shared<WriteState>> {
+        lock(&self.writes).get(&ino).cloned()
+    }
+
+    /// A file created here and not uploaded yet, looked up by name.
+    fn unsaved_entry(&self, parent: u64, name: &str) -> Option<(u64, Entry)> {
+        let ino = lock(&self.inodes).get(parent, name)?;
+        let ws = self.write_state(ino)?;
+        let ws = lock(&ws);
+        (!ws.exists_remotely && !ws.unlinked).then(|| {
+            let mut e = Entry::new(name, EntryKind::File, ws.size);
+            e.mtime = Some(ws.modified);
+            e.mode = ws.pending_mode;
+            (ino, e)
+        })
+    }
+
+    /// Files created in directory `dir` that are not uploaded yet.
+    fn unsaved_in(&self, dir: u64) -> Vec<(u64, Entry)> {
+        let inos: Vec<u64> = lock(&self.writes).keys().copied().collect();
+        let names: Vec<(u64, String)> = {
+            let inodes = lock(&self.inodes);
+            inos.into_iter()
+                .filter_map(|ino| {
+                    let (p, n) = inodes.name_of(ino)?;
+                    (p == dir).then(|| (ino, n.to_string()))
+                })
+                .collect()
+        };
+        names
+            .into_iter()
+            .filter_map(|(_, name)| self.unsaved_entry(dir, &name))
+            .collect()
     }
 
     fn attr_of(&self, ino: u64, e: &Entry) -> Attr {
@@ -188,11 +303,20 @@ impl FtpFs {
         self.attr_of(ROOT, &e)
     }
 
-    /// The entry at `path` (not the root), from its parent's listing.
-    fn entry(&self, path: &str) -> FsResult<Entry> {
-        let (dir, name) = split_path(path).ok_or(Errno(libc::ENOENT))?;
+    /// The entry of inode `ino` (not the root): from its parent's listing, or
+    /// from local state for a file not uploaded yet.
+    fn entry_of(&self, ino: u64) -> FsResult<(String, Entry)> {
+        let path = self.path_of(ino)?;
+        let (dir, name) = split_path(&path).ok_or(Errno(libc::ENOENT))?;
         let listing = self.listing(dir)?;
-        listing.get(name).cloned().ok_or(Errno(libc::ENOENT))
+        if let Some(e) = listing.get(name) {
+            return Ok((path.clone(), e.clone()));
+        }
+        let parent = lock(&self.inodes).parent(ino).unwrap_or(ROOT);
+        match self.unsaved_entry(parent, name) {
+            Some((_, e)) => Ok((path.clone(), e)),
+            None => Err(Errno(libc::ENOENT)),
+        }
     }
 
     pub fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
@@ -204,9 +328,19 @@ impl FtpFs {
         }
         let dir = self.path_of(parent)?;
         let listing = self.listing(&dir)?;
-        let entry = listing.get(name).ok_or(Errno(libc::ENOENT))?;
-        let ino = lock(&self.inodes).lookup(parent, name);
-        Ok(self.attr_of(ino, entry))
+        match listing.get(name) {
+            Some(entry) => {
+                let ino = lock(&self.inodes).lookup(parent, name);
+                Ok(self.attr_with_local(ino, entry))
+            }
+            None => match self.unsaved_entry(parent, name) {
+                Some((ino, e)) => {
+                    lock(&self.inodes).lookup(parent, name);
+                    Ok(self.attr_with_local(ino, &e))
+                }
+                None => Err(Errno(libc::ENOENT)),
+            },
+        }
     }
 
     pub fn forget(&self, ino: u64, nlookup: u64) {
@@ -217,14 +351,12 @@ impl FtpFs {
         if ino == ROOT {
             return Ok(self.root_attr());
         }
-        let path = self.path_of(ino)?;
-        let e = self.entry(&path)?;
-        Ok(self.attr_of(ino, &e))
+        let (_, e) = self.entry_of(ino)?;
+        Ok(self.attr_with_local(ino, &e))
     }
 
     pub fn readlink(&self, ino: u64) -> FsResult<String> {
-        let path = self.path_of(ino)?;
-        let e = self.entry(&path)?;
+        let (_, e) = self.entry_of(ino)?;
         match (e.kind, e.target) {
             (EntryKind::Symlink, Some(t)) => Ok(t),
             _ => Err(Errno(libc::EINVAL)),
@@ -234,7 +366,7 @@ impl FtpFs {
     /// Opens a directory: its listing is taken once, so offsets stay stable.
     pub fn opendir(&self, ino: u64) -> FsResult<u64> {
         let path = self.path_of(ino)?;
-        if ino != ROOT && self.entry(&path)?.kind != EntryKind::Dir {
+        if ino != ROOT && self.entry_of(ino)?.1.kind != EntryKind::Dir {
             return Err(Errno(libc::ENOTDIR));
         }
         let listing = self.listing(&path)?;
@@ -259,7 +391,20 @@ impl FtpFs {
                     ino: child,
                     kind: e.kind,
                     name: e.name.clone(),
-                    attr: Some(self.attr_of(child, e)),
+                    attr: None,
+                });
+            }
+        }
+        for (item, e) in items.iter_mut().skip(2).zip(&listing.entries) {
+            item.attr = Some(self.attr_with_local(item.ino, e));
+        }
+        for (child, e) in self.unsaved_in(ino) {
+            if listing.get(&e.name).is_none() {
+                items.push(DirItem {
+                    ino: child,
+                    kind: e.kind,
+                    name: e.name.clone(),
+                    attr: Some(self.attr_with_local(child, &e)),
                 });
             }
         }
@@ -303,44 +448,6 @@ impl FtpFs {
     }
 
     pub fn releasedir(&self, fh: u64) {
-        lock(&self.handles).remove(&fh);
-    }
-
-    /// Opens a file for reading; the bool says whether the kernel may keep its page cache.
-    pub fn open(&self, ino: u64) -> FsResult<(u64, bool)> {
-        let path = self.path_of(ino)?;
-        let e = self.entry(&path)?;
-        match e.kind {
-            EntryKind::Dir => return Err(Errno(libc::EISDIR)),
-            EntryKind::Symlink => return Err(Errno(libc::ELOOP)),
-            EntryKind::File => {}
-        }
-        let key = FileKey {
-            ino,
-            size: e.size,
-            mtime: e.mtime,
-        };
-        let keep_cache = lock(&self.opened_versions).insert(ino, key) == Some(key);
-        let fh = self.add_handle(Handle::File(Mutex::new(Reader::new(path, key))));
-        Ok((fh, keep_cache))
-    }
-
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
-        let handle = self.handle(fh)?;
-        let Handle::File(reader) = handle.as_ref() else {
-            return Err(Errno(libc::EISDIR));
-        };
-        let mut reader = lock(reader);
-        Ok(reader.read(
-            &self.remote,
-            &self.blocks,
-            offset,
-            size as u64,
-            self.cfg.timeout,
-        )?)
-    }
-
-    pub fn release(&self, fh: u64) {
         lock(&self.handles).remove(&fh);
     }
 

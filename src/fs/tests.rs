@@ -140,7 +140,7 @@ fn sequential_reads_share_one_download() {
     let data = pattern(3 * 1024 * 1024 + 17);
     r.add_file("/big", &data);
     let a = fs.lookup(ROOT, "big").unwrap();
-    let (fh, _) = fs.open(a.ino).unwrap();
+    let (fh, _) = fs.open(a.ino, libc::O_RDONLY).unwrap();
     let mut got = Vec::new();
     let mut off = 0;
     loop {
@@ -162,7 +162,7 @@ fn random_reads_match_and_rereads_come_from_the_block_cache() {
     let data = pattern(5 * 1024 * 1024);
     r.add_file("/big", &data);
     let a = fs.lookup(ROOT, "big").unwrap();
-    let (fh, _) = fs.open(a.ino).unwrap();
+    let (fh, _) = fs.open(a.ino, libc::O_RDONLY).unwrap();
     let mut seed = 12345u64;
     let mut offsets = Vec::new();
     for _ in 0..200 {
@@ -194,7 +194,7 @@ fn reads_past_the_end_are_empty() {
     let (_, fs) = setup();
     let d = fs.lookup(ROOT, "d").unwrap();
     let a = fs.lookup(d.ino, "a.txt").unwrap();
-    let (fh, _) = fs.open(a.ino).unwrap();
+    let (fh, _) = fs.open(a.ino, libc::O_RDONLY).unwrap();
     assert_eq!(&*fs.read(fh, 3, 100).unwrap(), b"lo");
     assert!(fs.read(fh, 5, 100).unwrap().is_empty());
     assert!(fs.read(fh, 500, 100).unwrap().is_empty());
@@ -210,11 +210,11 @@ fn keep_cache_only_while_the_file_is_unchanged() {
     let fs0 = FtpFs::new(Arc::clone(&r) as Arc<dyn Remote>, cfg_ttl0);
     drop(fs);
     let a = fs0.lookup(ROOT, "with space").unwrap();
-    let (_, keep1) = fs0.open(a.ino).unwrap();
-    let (_, keep2) = fs0.open(a.ino).unwrap();
+    let (_, keep1) = fs0.open(a.ino, libc::O_RDONLY).unwrap();
+    let (_, keep2) = fs0.open(a.ino, libc::O_RDONLY).unwrap();
     assert!(!keep1 && keep2);
     r.add_file("/with space", b"changed!");
-    let (_, keep3) = fs0.open(a.ino).unwrap();
+    let (_, keep3) = fs0.open(a.ino, libc::O_RDONLY).unwrap();
     assert!(!keep3, "a new size drops the page cache");
 }
 
@@ -243,7 +243,10 @@ fn remote_changes_show_after_the_ttl() {
 fn opening_directories_and_missing_files_fails_cleanly() {
     let (_, fs) = setup();
     let d = fs.lookup(ROOT, "d").unwrap();
-    assert_eq!(fs.open(d.ino).err(), Some(Errno(libc::EISDIR)));
+    assert_eq!(
+        fs.open(d.ino, libc::O_RDONLY).err(),
+        Some(Errno(libc::EISDIR))
+    );
     let a = fs.lookup(d.ino, "a.txt").unwrap();
     assert_eq!(fs.opendir(a.ino).err(), Some(Errno(libc::ENOTDIR)));
     assert_eq!(fs.getattr(9999).err(), Some(Errno(libc::ENOENT)));

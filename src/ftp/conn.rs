@@ -202,7 +202,7 @@ impl Conn {
         }
     }
 
-    /// Sends a command that expects a 2xx reply; logs it and its reply.
+    /// Sends a command that expects a positive reply (2xx, or 350 to RNFR); logs both.
     pub fn command(&mut self, line: &str) -> RemoteResult<String> {
         log::debug!("[conn {}] > {line}", self.id);
         let ok = [
@@ -213,6 +213,7 @@ impl Conn {
             Status::System,
             Status::Help,
             Status::File,
+            Status::RequestFilePending,
         ];
         let resp = self
             .ftp

@@ -693,6 +693,20 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Formats a time as the FTP `YYYYMMDDHHMMSS` (UTC) used by MFMT and MDTM;
+/// times before 1970 are sent as the epoch, after 9999 as the end of 9999.
+pub fn format_time_val(t: SystemTime) -> String {
+    let secs = now_secs(t).clamp(0, civil_to_secs(MAX_YEAR, 12, 31, 23, 59, 59).unwrap_or(0));
+    let (y, mo, d) = civil_from_days(secs.div_euclid(SECS_PER_DAY));
+    let rem = secs.rem_euclid(SECS_PER_DAY);
+    format!(
+        "{y:04}{mo:02}{d:02}{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// The inverse of [`days_from_civil`]: `(year, month, day)`. Safe for any day
 /// count that comes from an `i64` number of seconds.
 fn civil_from_days(days: i64) -> (i64, i64, i64) {
@@ -712,6 +726,15 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn time_val_round_trips() {
+        let t = utc(2024, 2, 29, 23, 5, 9);
+        assert_eq!(format_time_val(t), "20240229230509");
+        assert_eq!(format_time_val(UNIX_EPOCH), "19700101000000");
+        let line = format!("type=file;size=1;modify={}; f", format_time_val(t));
+        assert_eq!(parse_mlsd_line(&line).and_then(|e| e.mtime), Some(t));
+    }
 
     /// A UTC time from its parts (test helper).
     fn utc(y: i64, mo: i64, d: i64, h: i64, mi: i64, s: i64) -> SystemTime {

@@ -6,6 +6,7 @@ pub mod listing;
 pub mod pool;
 mod read_stream;
 pub mod reply;
+mod upload;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,7 +14,9 @@ use std::time::SystemTime;
 
 use suppaftp::FtpStream;
 
-use crate::remote::{Entry, ErrorKind, ReadStream, Remote, RemoteError, RemoteResult};
+use crate::remote::{
+    Entry, ErrorKind, ReadStream, Remote, RemoteError, RemoteResult, Source, UploadStream,
+};
 use conn::{ConnConfig, Features};
 use pool::{Pool, PooledConn, Purpose};
 
@@ -27,6 +30,10 @@ pub struct FtpRemote {
     base: String,
     /// Cleared once the server refuses `LIST -a`.
     list_a: AtomicBool,
+    /// Cleared once the server refuses `MDTM time path` (setting a time).
+    mdtm_set: AtomicBool,
+    /// Cleared once the server refuses `SITE CHMOD`.
+    site_chmod: AtomicBool,
 }
 
 impl FtpRemote {
@@ -53,6 +60,8 @@ impl FtpRemote {
             pool,
             base,
             list_a: AtomicBool::new(true),
+            mdtm_set: AtomicBool::new(true),
+            site_chmod: AtomicBool::new(true),
         })
     }
 
@@ -103,6 +112,11 @@ impl FtpRemote {
             }
         }
         Err(last.unwrap_or_else(|| RemoteError::new(ErrorKind::Connection, "no attempt made")))
+    }
+
+    /// Runs one control command that expects a 2xx reply, retried like [`Self::with_conn`].
+    fn simple(&self, line: &str) -> RemoteResult<String> {
+        self.with_conn(|pc| pc.conn().command(line))
     }
 
     fn list_lines(&self, pc: &mut PooledConn, dir: &str) -> RemoteResult<Vec<Entry>> {
@@ -179,6 +193,93 @@ impl Remote for FtpRemote {
             }
         }
         Err(last.unwrap_or_else(|| RemoteError::new(ErrorKind::Connection, "no attempt made")))
+    }
+
+    fn store(&self, path: &str, data: &mut dyn Source) -> RemoteResult<u64> {
+        let full = self.full_path(path);
+        let mut last = None;
+        for _ in 0..ATTEMPTS {
+            let mut pc = self.pool.get(Purpose::Transfer)?;
+            match upload::store(&mut pc, &full, data) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind.is_transient() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| RemoteError::new(ErrorKind::Connection, "no attempt made")))
+    }
+
+    fn open_upload(&self, path: &str) -> RemoteResult<Box<dyn UploadStream>> {
+        let full = self.full_path(path);
+        let pc = self.pool.get(Purpose::Transfer)?;
+        upload::open(pc, &full)
+    }
+
+    fn rename(&self, from: &str, to: &str) -> RemoteResult<()> {
+        let (from, to) = (self.full_path(from), self.full_path(to));
+        self.with_conn(|pc| {
+            pc.conn()
+                .command(&format!("RNFR {from}"))
+                .and_then(|_| pc.conn().command(&format!("RNTO {to}")).map(|_| ()))
+        })
+    }
+
+    fn remove_file(&self, path: &str) -> RemoteResult<()> {
+        self.simple(&format!("DELE {}", self.full_path(path)))
+            .map(|_| ())
+    }
+
+    fn mkdir(&self, path: &str) -> RemoteResult<()> {
+        self.simple(&format!("MKD {}", self.full_path(path)))
+            .map(|_| ())
+    }
+
+    fn rmdir(&self, path: &str) -> RemoteResult<()> {
+        self.simple(&format!("RMD {}", self.full_path(path)))
+            .map(|_| ())
+    }
+
+    fn set_mtime(&self, path: &str, mtime: SystemTime) -> RemoteResult<()> {
+        let full = self.full_path(path);
+        let stamp = listing::format_time_val(mtime);
+        if self.features().mfmt {
+            return self.simple(&format!("MFMT {stamp} {full}")).map(|_| ());
+        }
+        if !self.mdtm_set.load(Ordering::Relaxed) {
+            return Err(RemoteError::new(
+                ErrorKind::Unsupported,
+                "the server cannot set times",
+            ));
+        }
+        // vsftpd and others take a time before the path to set it.
+        match self.simple(&format!("MDTM {stamp} {full}")) {
+            Err(e) if matches!(e.kind, ErrorKind::Unsupported | ErrorKind::InvalidName) => {
+                log::info!(
+                    "server cannot set modification times ({}); keeping them locally",
+                    e.message
+                );
+                self.mdtm_set.store(false, Ordering::Relaxed);
+                Err(RemoteError::new(ErrorKind::Unsupported, e.message))
+            }
+            other => other.map(|_| ()),
+        }
+    }
+
+    fn chmod(&self, path: &str, mode: u32) -> RemoteResult<()> {
+        if !self.site_chmod.load(Ordering::Relaxed) {
+            return Err(RemoteError::new(
+                ErrorKind::Unsupported,
+                "the server has no SITE CHMOD",
+            ));
+        }
+        let full = self.full_path(path);
+        match self.simple(&format!("SITE CHMOD {:o} {full}", mode & 0o7777)) {
+            Err(e) if e.kind == ErrorKind::Unsupported => {
+                self.site_chmod.store(false, Ordering::Relaxed);
+                Err(e)
+            }
+            other => other.map(|_| ()),
+        }
     }
 }
 

@@ -1,0 +1,210 @@
+//! Changes to the namespace: mkdir, rmdir, unlink, rename, and mknod of plain
+//! files. Each checks what it can against the cached listing first (FTP servers
+//! give vague replies), then keeps the caches and the inode table in step.
+
+use super::meta::child_path;
+use super::{lock, Attr, Errno, FsResult, FtpFs};
+use crate::remote::{is_valid_name, Entry, EntryKind, ErrorKind};
+
+/// The mode new directories get from servers unless told otherwise.
+const DEFAULT_DIR_MODE: u32 = 0o755;
+
+/// What `rename` may do to an existing target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenameMode {
+    Replace,
+    /// RENAME_NOREPLACE: fail with EEXIST if the target exists.
+    NoReplace,
+}
+
+impl FtpFs {
+    /// A name from the kernel for something new: no separators or line breaks
+    /// (they would inject FTP commands), at most 255 bytes.
+    pub(super) fn check_new_name(name: &str) -> FsResult<()> {
+        if name.len() > 255 {
+            return Err(Errno(libc::ENAMETOOLONG));
+        }
+        if !is_valid_name(name) {
+            return Err(Errno(libc::EINVAL));
+        }
+        Ok(())
+    }
+
+    /// The entry `dir/name` as this mount sees it (server listing or unsaved file).
+    fn existing(&self, parent: u64, dir: &str, name: &str) -> FsResult<Option<Entry>> {
+        let listing = self.listing(dir)?;
+        if let Some(e) = listing.get(name) {
+            return Ok(Some(e.clone()));
+        }
+        Ok(self.unsaved_entry(parent, name).map(|(_, e)| e))
+    }
+
+    pub fn mkdir(&self, parent: u64, name: &str, mode: u32) -> FsResult<Attr> {
+        self.check_writable()?;
+        Self::check_new_name(name)?;
+        let dir = self.path_of(parent)?;
+        if self.existing(parent, &dir, name)?.is_some() {
+            return Err(Errno(libc::EEXIST));
+        }
+        let path = child_path(&dir, name);
+        self.remote.mkdir(&path)?;
+        let mut e = Entry::new(name, EntryKind::Dir, 0);
+        e.mtime = Some(std::time::SystemTime::now());
+        let mode = mode & 0o7777;
+        if mode != DEFAULT_DIR_MODE {
+            match self.remote.chmod(&path, mode) {
+                Ok(()) => e.mode = Some(mode),
+                Err(err) => log::warn!("chmod {path}: {}", err.message),
+            }
+        }
+        self.meta.update(&dir, |l| l.upsert(e.clone()));
+        // A new directory is empty: no need to list it.
+        self.meta.insert_empty(&path);
+        let ino = lock(&self.inodes).lookup(parent, name);
+        Ok(self.attr_with_local(ino, &e))
+    }
+
+    /// mknod: only regular files exist on FTP; they are created empty at once.
+    pub fn mknod(&self, parent: u64, name: &str, mode: u32) -> FsResult<Attr> {
+        if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
+            return Err(Errno(libc::EPERM));
+        }
+        let (attr, fh) = self.create(parent, name, mode, libc::O_EXCL | libc::O_WRONLY)?;
+        let flushed = self.flush(fh);
+        self.release(fh);
+        flushed?;
+        Ok(attr)
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &str) -> FsResult<()> {
+        self.check_writable()?;
+        let dir = self.path_of(parent)?;
+        let e = self
+            .existing(parent, &dir, name)?
+            .ok_or(Errno(libc::ENOENT))?;
+        if e.kind != EntryKind::Dir {
+            return Err(Errno(libc::ENOTDIR));
+        }
+        let path = child_path(&dir, name);
+        // Servers say "550 failed" for a full directory; look first.
+        let inner = self.listing(&path)?;
+        let ino = lock(&self.inodes).get(parent, name);
+        let unsaved = ino.map(|i| self.unsaved_in(i)).unwrap_or_default();
+        if !inner.entries.is_empty() || !unsaved.is_empty() {
+            return Err(Errno(libc::ENOTEMPTY));
+        }
+        self.remote.rmdir(&path)?;
+        self.meta.update(&dir, |l| {
+            l.remove(name);
+        });
+        self.meta.invalidate_tree(&path);
+        lock(&self.inodes).unlink(parent, name);
+        Ok(())
+    }
+
+    pub fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
+        self.check_writable()?;
+        let dir = self.path_of(parent)?;
+        let e = self
+            .existing(parent, &dir, name)?
+            .ok_or(Errno(libc::ENOENT))?;
+        if e.kind == EntryKind::Dir {
+            return Err(Errno(libc::EISDIR));
+        }
+        let path = child_path(&dir, name);
+        let ino = lock(&self.inodes).get(parent, name);
+        let mut on_server = true;
+        if let Some(ws) = ino.and_then(|i| self.write_state(i)) {
+            let mut ws = lock(&ws);
+            on_server = ws.exists_remotely;
+            // Still-open handles keep their data, but it is never uploaded again.
+            ws.unlinked = true;
+            ws.dirty = false;
+        }
+        if on_server {
+            self.remote.remove_file(&path)?;
+        }
+        if let Some(i) = ino {
+            lock(&self.local_mtimes).remove(&i);
+        }
+        self.meta.update(&dir, |l| {
+            l.remove(name);
+        });
+        lock(&self.inodes).unlink(parent, name);
+        Ok(())
+    }
+
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+        mode: RenameMode,
+    ) -> FsResult<()> {
+        self.check_writable()?;
+        Self::check_new_name(new_name)?;
+        let dir = self.path_of(parent)?;
+        let new_dir = self.path_of(new_parent)?;
+        let src = self
+            .existing(parent, &dir, name)?
+            .ok_or(Errno(libc::ENOENT))?;
+        let from = child_path(&dir, name);
+        let to = child_path(&new_dir, new_name);
+        if from == to {
+            return Ok(());
+        }
+        if src.kind == EntryKind::Dir && (to.starts_with(&format!("{from}/"))) {
+            return Err(Errno(libc::EINVAL));
+        }
+        let target = self.existing(new_parent, &new_dir, new_name)?;
+        if let Some(t) = &target {
+            if mode == RenameMode::NoReplace {
+                return Err(Errno(libc::EEXIST));
+            }
+            match (src.kind == EntryKind::Dir, t.kind == EntryKind::Dir) {
+                (false, true) => return Err(Errno(libc::EISDIR)),
+                (true, false) => return Err(Errno(libc::ENOTDIR)),
+                (true, true) => {
+                    if !self.listing(&to)?.entries.is_empty() {
+                        return Err(Errno(libc::ENOTEMPTY));
+                    }
+                }
+                (false, false) => {}
+            }
+        }
+        // A file with unsaved changes is saved under its old name first.
+        let src_ino = lock(&self.inodes).get(parent, name);
+        if let Some(ino) = src_ino {
+            self.upload(ino)?;
+        }
+        if let Err(e) = self.remote.rename(&from, &to) {
+            let retry = target.is_some() && !e.kind.is_transient() && e.kind != ErrorKind::NotFound;
+            if !retry {
+                return Err(e.into());
+            }
+            // Servers that will not rename over an existing entry: remove it first.
+            log::info!(
+                "rename over {to} refused ({}); removing it first",
+                e.message
+            );
+            match target.as_ref().map(|t| t.kind) {
+                Some(EntryKind::Dir) => self.remote.rmdir(&to)?,
+                _ => self.remote.remove_file(&to)?,
+            }
+            self.remote.rename(&from, &to)?;
+        }
+        let mut moved = src.clone();
+        moved.name = new_name.to_string();
+        self.meta.update(&dir, |l| {
+            l.remove(name);
+        });
+        self.meta.update(&new_dir, |l| l.upsert(moved));
+        if src.kind == EntryKind::Dir {
+            self.meta.invalidate_tree(&from);
+            self.meta.invalidate_tree(&to);
+        }
+        lock(&self.inodes).rename(parent, name, new_parent, new_name);
+        Ok(())
+    }
+}

@@ -1,0 +1,472 @@
+//! File handles and their data: open, read, create, write, flush, fsync, release
+//! and setattr, over the write-back state in `writer`.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::reader::{Bytes, FileKey, Reader};
+use super::writer::{temp_path_for, UploadMode, WriteState};
+use super::{lock, Attr, Errno, FsResult, FtpFs, Handle, Shared};
+use crate::fs::meta::split_path;
+use crate::remote::{Entry, EntryKind, ErrorKind};
+
+/// Waits between retries of an upload that failed after close.
+const RETRY_DELAYS: [u64; 4] = [1, 3, 9, 27];
+
+/// The mode a new file gets from servers unless told otherwise.
+const DEFAULT_FILE_MODE: u32 = 0o644;
+
+/// Whole seconds: what FTP servers store.
+fn whole_seconds(t: SystemTime) -> SystemTime {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => UNIX_EPOCH + Duration::from_secs(d.as_secs()),
+        Err(_) => UNIX_EPOCH,
+    }
+}
+
+/// What a setattr call asks for.
+#[derive(Debug, Default, Clone)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub mtime: Option<SystemTime>,
+}
+
+impl FtpFs {
+    pub(super) fn check_writable(&self) -> FsResult<()> {
+        if self.cfg.read_only {
+            Err(Errno(libc::EROFS))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The write state of `ino`, created if there is none.
+    fn write_state_or_new(
+        &self,
+        ino: u64,
+        exists: bool,
+        filled: bool,
+    ) -> FsResult<Shared<WriteState>> {
+        let mut w = lock(&self.writes);
+        if let Some(s) = w.get(&ino) {
+            return Ok(Arc::clone(s));
+        }
+        let ws = WriteState::new(&self.cfg.spool_dir, exists, filled).map_err(|e| {
+            log::error!(
+                "cannot create a spool file in {}: {e}",
+                self.cfg.spool_dir.display()
+            );
+            Errno(libc::EIO)
+        })?;
+        let s = Arc::new(Mutex::new(ws));
+        w.insert(ino, Arc::clone(&s));
+        Ok(s)
+    }
+
+    /// Drops the write state of `ino` once nothing needs it.
+    fn forget_write_state_if_idle(&self, ino: u64) {
+        let mut w = lock(&self.writes);
+        let idle = w.get(&ino).is_some_and(|s| {
+            let s = lock(s);
+            s.writers == 0 && (!s.dirty || s.unlinked)
+        });
+        if idle {
+            w.remove(&ino);
+        }
+    }
+
+    /// Opens a file; the bool says whether the kernel may keep its page cache.
+    pub fn open(&self, ino: u64, flags: i32) -> FsResult<(u64, bool)> {
+        let (path, e) = self.entry_of(ino)?;
+        match e.kind {
+            EntryKind::Dir => return Err(Errno(libc::EISDIR)),
+            EntryKind::Symlink => return Err(Errno(libc::ELOOP)),
+            EntryKind::File => {}
+        }
+        let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        if write {
+            self.check_writable()?;
+            let ws = self.write_state_or_new(ino, true, e.size == 0)?;
+            let mut ws = lock(&ws);
+            ws.writers += 1;
+            if flags & libc::O_TRUNC != 0 {
+                ws.truncate_all()?;
+            }
+        }
+        let key = FileKey {
+            ino,
+            size: e.size,
+            mtime: e.mtime,
+        };
+        let unchanged = lock(&self.opened_versions).insert(ino, key) == Some(key);
+        let keep_cache = unchanged && self.write_state(ino).is_none();
+        let fh = self.add_handle(Handle::File {
+            ino,
+            reader: Mutex::new(Reader::new(path, key)),
+            write,
+        });
+        Ok((fh, keep_cache))
+    }
+
+    /// Creates and opens a new file (or opens an existing one without O_EXCL).
+    pub fn create(&self, parent: u64, name: &str, mode: u32, flags: i32) -> FsResult<(Attr, u64)> {
+        self.check_writable()?;
+        Self::check_new_name(name)?;
+        let dir = self.path_of(parent)?;
+        let listing = self.listing(&dir)?;
+        if listing.get(name).is_some() || self.unsaved_entry(parent, name).is_some() {
+            if flags & libc::O_EXCL != 0 {
+                return Err(Errno(libc::EEXIST));
+            }
+            let attr = self.lookup(parent, name)?;
+            let (fh, _) = self.open(attr.ino, flags)?;
+            return Ok((self.getattr(attr.ino)?, fh));
+        }
+        let ino = lock(&self.inodes).lookup(parent, name);
+        lock(&self.writes).remove(&ino);
+        let ws = self.write_state_or_new(ino, false, true)?;
+        {
+            let mut ws = lock(&ws);
+            ws.dirty = true; // even an empty new file must reach the server
+            ws.writers = 1;
+            let mode = mode & 0o7777;
+            if mode != DEFAULT_FILE_MODE {
+                ws.pending_mode = Some(mode);
+            }
+        }
+        let path = self.path_of(ino)?;
+        let key = FileKey {
+            ino,
+            size: 0,
+            mtime: None,
+        };
+        let fh = self.add_handle(Handle::File {
+            ino,
+            reader: Mutex::new(Reader::new(path, key)),
+            write: true,
+        });
+        Ok((self.getattr(ino)?, fh))
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        let handle = self.handle(fh)?;
+        let Handle::File { ino, reader, .. } = handle.as_ref() else {
+            return Err(Errno(libc::EISDIR));
+        };
+        if let Some(ws) = self.write_state(*ino) {
+            let ws = lock(&ws);
+            if ws.filled {
+                return Ok(Bytes::Owned(ws.read(offset, size)?));
+            }
+        }
+        let mut reader = lock(reader);
+        Ok(reader.read(
+            &self.remote,
+            &self.blocks,
+            offset,
+            size as u64,
+            self.cfg.timeout,
+        )?)
+    }
+
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let handle = self.handle(fh)?;
+        let Handle::File {
+            ino, write: true, ..
+        } = handle.as_ref()
+        else {
+            return Err(Errno(libc::EBADF));
+        };
+        let ws = self.write_state(*ino).ok_or(Errno(libc::EBADF))?;
+        let mut ws = lock(&ws);
+        let path = self.path_of(*ino)?;
+        if !ws.filled {
+            ws.fill(&*self.remote, &path)?;
+        }
+        let temp = || temp_path_for(&path);
+        let stream_to: Option<&dyn Fn() -> String> = match self.cfg.upload_mode {
+            UploadMode::Atomic => Some(&temp),
+            UploadMode::Direct => None,
+        };
+        ws.write(&*self.remote, stream_to, offset, data)?;
+        Ok(data.len() as u32)
+    }
+
+    /// flush(2) and fsync(2): make the server's copy complete; the upload's error
+    /// is the caller's error.
+    pub fn flush(&self, fh: u64) -> FsResult<()> {
+        let handle = self.handle(fh)?;
+        match handle.as_ref() {
+            Handle::File {
+                ino, write: true, ..
+            } => self.upload(*ino),
+            _ => Ok(()),
+        }
+    }
+
+    /// Uploads `ino` if it has unsaved changes, then applies waiting attributes
+    /// and updates the caches from what was written.
+    pub(super) fn upload(&self, ino: u64) -> FsResult<()> {
+        let Some(ws) = self.write_state(ino) else {
+            return Ok(());
+        };
+        let mut ws = lock(&ws);
+        if !ws.dirty || ws.unlinked {
+            return Ok(());
+        }
+        let path = self.path_of(ino)?;
+        if let Err(e) = ws.upload(&*self.remote, &path, self.cfg.upload_mode) {
+            log::error!("upload of {path} failed: {}", e.message);
+            return Err(e.into());
+        }
+        let mut entry = Entry::new("", EntryKind::File, ws.size);
+        entry.mtime = Some(whole_seconds(SystemTime::now()));
+        if let Some(mode) = ws.pending_mode.take() {
+            match self.remote.chmod(&path, mode) {
+                Ok(()) => entry.mode = Some(mode),
+                Err(e) => log::warn!("chmod {path} after upload: {}", e.message),
+            }
+        }
+        let mtime = ws.pending_mtime.take();
+        drop(ws);
+        self.record_entry(&path, entry);
+        if let Some(t) = mtime {
+            self.store_mtime(ino, &path, t)?;
+        }
+        Ok(())
+    }
+
+    /// Puts our own version of an entry into the cached listing of its directory.
+    pub(super) fn record_entry(&self, path: &str, mut entry: Entry) {
+        let Some((dir, name)) = split_path(path) else {
+            return;
+        };
+        entry.name = name.to_string();
+        self.meta.update(dir, |l| {
+            if entry.mode.is_none() {
+                entry.mode = l.get(name).and_then(|e| e.mode);
+            }
+            l.upsert(entry)
+        });
+    }
+
+    /// Sets a modification time on the server; one it cannot store is kept here.
+    fn store_mtime(&self, ino: u64, path: &str, t: SystemTime) -> FsResult<()> {
+        let t = whole_seconds(t);
+        match self.remote.set_mtime(path, t) {
+            Ok(()) => {}
+            Err(e) if e.kind == ErrorKind::Unsupported => {
+                log::debug!("keeping the mtime of {path} locally: {}", e.message);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        // Kept locally too: LIST shows only minutes, and some servers cannot set times.
+        let seen = split_path(path).and_then(|(dir, name)| {
+            self.meta
+                .fresh(dir)
+                .and_then(|l| l.get(name).and_then(|e| e.mtime))
+        });
+        lock(&self.local_mtimes).insert(ino, (t, seen));
+        if let Some((dir, name)) = split_path(path) {
+            self.meta.update(dir, |l| {
+                if let Some(mut e) = l.get(name).cloned() {
+                    e.mtime = Some(t);
+                    l.upsert(e);
+                }
+            });
+        }
+        Ok(())
+    }
+
+    pub fn fsync(&self, fh: u64) -> FsResult<()> {
+        self.flush(fh)
+    }
+
+    /// Closes a handle. Changes still unsaved (a failed flush) are retried in the
+    /// background; the caller has already seen the error from close().
+    pub fn release(&self, fh: u64) {
+        let Some(handle) = lock(&self.handles).remove(&fh) else {
+            return;
+        };
+        let Handle::File {
+            ino, write: true, ..
+        } = handle.as_ref()
+        else {
+            return;
+        };
+        let ino = *ino;
+        let Some(ws) = self.write_state(ino) else {
+            return;
+        };
+        let retry = {
+            let mut ws = lock(&ws);
+            ws.writers = ws.writers.saturating_sub(1);
+            ws.writers == 0 && ws.dirty && !ws.unlinked
+        };
+        if retry {
+            self.retry_in_background(ino);
+        } else {
+            self.forget_write_state_if_idle(ino);
+        }
+    }
+
+    fn retry_in_background(&self, ino: u64) {
+        let Some(fs) = self.me.upgrade() else {
+            // No handle on ourselves (unit tests without a mount): try once now.
+            let _ = self.upload(ino);
+            self.forget_write_state_if_idle(ino);
+            return;
+        };
+        let (count, _) = &*self.background;
+        *lock(count) += 1;
+        let spawned = std::thread::Builder::new()
+            .name("ftpfs-upload".into())
+            .spawn(move || {
+                fs.retry_upload(ino);
+                let (count, cv) = &*fs.background;
+                *lock(count) -= 1;
+                cv.notify_all();
+            });
+        if spawned.is_err() {
+            *lock(count) -= 1;
+            log::error!("cannot start a retry thread");
+        }
+    }
+
+    fn retry_upload(&self, ino: u64) {
+        let path = self.path_of(ino).unwrap_or_default();
+        for (attempt, delay) in RETRY_DELAYS.iter().enumerate() {
+            std::thread::sleep(Duration::from_secs(*delay));
+            match self.upload(ino) {
+                Ok(()) => {
+                    log::info!("upload of {path} succeeded on retry {}", attempt + 1);
+                    self.forget_write_state_if_idle(ino);
+                    return;
+                }
+                Err(Errno(e)) => log::warn!("retry {} of {path} failed (errno {e})", attempt + 1),
+            }
+        }
+        let Some(ws) = lock(&self.writes).remove(&ino) else {
+            return;
+        };
+        let ws = match Arc::try_unwrap(ws) {
+            Ok(m) => m.into_inner().unwrap_or_else(|p| p.into_inner()),
+            Err(_) => {
+                log::error!("upload of {path} failed for good; its data stays in memory");
+                return;
+            }
+        };
+        match ws.keep_spool() {
+            Some(p) => log::error!(
+                "upload of {path} failed for good; its content is kept in {}",
+                p.display()
+            ),
+            None => log::error!("upload of {path} failed for good and its spool is lost"),
+        }
+    }
+
+    /// Waits (up to `unmount_wait`) for uploads retried in the background.
+    pub fn wait_for_uploads(&self) {
+        let (count, cv) = &*self.background;
+        let deadline = std::time::Instant::now() + self.cfg.unmount_wait;
+        let mut n = lock(count);
+        while *n > 0 {
+            log::warn!("waiting for {} upload(s) to finish before exiting", *n);
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                log::error!("giving up on {} upload(s)", *n);
+                return;
+            }
+            n = cv
+                .wait_timeout(n, (deadline - now).min(Duration::from_secs(5)))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+
+    pub fn setattr(&self, ino: u64, set: &SetAttr) -> FsResult<Attr> {
+        if set.uid.is_some_and(|u| u != self.cfg.uid) || set.gid.is_some_and(|g| g != self.cfg.gid)
+        {
+            // FTP has no chown; giving a file away cannot be done.
+            return Err(Errno(libc::EPERM));
+        }
+        if set.size.is_some() || set.mode.is_some() || set.mtime.is_some() {
+            self.check_writable()?;
+        }
+        if let Some(size) = set.size {
+            self.truncate(ino, size)?;
+        }
+        if let Some(mode) = set.mode {
+            self.chmod(ino, mode & 0o7777)?;
+        }
+        if let Some(t) = set.mtime {
+            let pending = self.write_state(ino).is_some_and(|ws| {
+                let mut ws = lock(&ws);
+                if ws.dirty {
+                    ws.pending_mtime = Some(t);
+                }
+                ws.dirty
+            });
+            if !pending && ino != super::inodes::ROOT {
+                let (path, _) = self.entry_of(ino)?;
+                self.store_mtime(ino, &path, t)?;
+            }
+        }
+        self.getattr(ino)
+    }
+
+    fn truncate(&self, ino: u64, size: u64) -> FsResult<()> {
+        let (path, e) = self.entry_of(ino)?;
+        if e.kind != EntryKind::File {
+            return Err(Errno(libc::EISDIR));
+        }
+        let ws = self.write_state_or_new(ino, true, e.size == 0)?;
+        let upload_now = {
+            let mut ws = lock(&ws);
+            if size == 0 {
+                ws.truncate_all()?;
+            } else {
+                if !ws.filled {
+                    ws.fill(&*self.remote, &path)?;
+                }
+                ws.set_size(size)?;
+            }
+            ws.writers == 0
+        };
+        if upload_now {
+            // truncate(2) on a file nobody has open takes effect at once.
+            let r = self.upload(ino);
+            self.forget_write_state_if_idle(ino);
+            r?;
+        }
+        Ok(())
+    }
+
+    fn chmod(&self, ino: u64, mode: u32) -> FsResult<()> {
+        if let Some(ws) = self.write_state(ino) {
+            let mut ws = lock(&ws);
+            if !ws.exists_remotely {
+                ws.pending_mode = Some(mode);
+                return Ok(());
+            }
+        }
+        if ino == super::inodes::ROOT {
+            return Err(Errno(libc::EPERM));
+        }
+        let (path, mut e) = self.entry_of(ino)?;
+        match self.remote.chmod(&path, mode) {
+            Ok(()) => {}
+            Err(err) if err.kind == ErrorKind::Unsupported => {
+                log::warn!("cannot chmod {path}: {}", err.message);
+                return Err(Errno(libc::EPERM));
+            }
+            Err(err) => return Err(err.into()),
+        }
+        e.mode = Some(mode);
+        self.record_entry(&path, e);
+        Ok(())
+    }
+}

@@ -1,0 +1,113 @@
+//! Uploads: STOR of a whole rewindable source, or a STOR stream fed while the
+//! application writes. The closing reply decides success: a 552 there is a full disk.
+
+use std::io::{self, Write};
+
+use suppaftp::{TlsStream, TransferStream};
+
+use super::pool::PooledConn;
+use super::reply;
+use crate::remote::{ErrorKind, RemoteError, RemoteResult, Source, UploadStream};
+
+/// Uploads all of `data` to `path` on the checked-out connection.
+pub fn store(pc: &mut PooledConn, path: &str, data: &mut dyn Source) -> RemoteResult<u64> {
+    let what = format!("STOR {path}");
+    data.rewind()
+        .map_err(|e| RemoteError::new(ErrorKind::Connection, format!("{what}: spool: {e}")))?;
+    let id = pc.conn().id;
+    log::debug!("[conn {id}] > {what}");
+    let mut stream = pc
+        .conn()
+        .ftp
+        .put_with_stream(path)
+        .map_err(|e| fail(pc, &what, reply::from_ftp(&what, e)))?;
+    let sent = match io::copy(data, &mut stream) {
+        Ok(n) => n,
+        Err(e) => {
+            // The server may have refused mid-way (552 on a full disk): its reply says why.
+            let local = reply::from_io(&what, &e);
+            return Err(fail(
+                pc,
+                &what,
+                finish_reply(stream, &what).err().unwrap_or(local),
+            ));
+        }
+    };
+    finish_reply(stream, &what).map_err(|e| fail(pc, &what, e))?;
+    log::debug!("[conn {id}] stored {sent} bytes to {path}");
+    Ok(sent)
+}
+
+fn finish_reply<T: TlsStream>(stream: TransferStream<T>, what: &str) -> RemoteResult<()> {
+    stream.finish().map_err(|e| reply::from_ftp(what, e))
+}
+
+fn fail(pc: &mut PooledConn, what: &str, e: RemoteError) -> RemoteError {
+    log::warn!("{what} failed: {}", e.message);
+    if e.kind.is_transient() || e.kind == ErrorKind::Protocol {
+        pc.mark_broken();
+    }
+    e
+}
+
+/// A STOR in progress.
+pub struct FtpUpload<T: TlsStream> {
+    stream: Option<TransferStream<T>>,
+    pc: PooledConn,
+    what: String,
+}
+
+/// Starts an upload to `path`, to be fed with `write`.
+pub fn open(mut pc: PooledConn, path: &str) -> RemoteResult<Box<dyn UploadStream>> {
+    let what = format!("STOR {path}");
+    log::debug!("[conn {}] > {what} (streaming)", pc.conn().id);
+    let stream = pc
+        .conn()
+        .ftp
+        .put_with_stream(path)
+        .map_err(|e| fail(&mut pc, &what, reply::from_ftp(&what, e)))?;
+    Ok(Box::new(FtpUpload {
+        stream: Some(stream),
+        pc,
+        what,
+    }))
+}
+
+impl<T: TlsStream> Write for FtpUpload<T> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.stream.as_mut() {
+            Some(s) => s.write(buf),
+            None => Err(io::Error::other("upload already finished")),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self.stream.as_mut() {
+            Some(s) => s.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<T: TlsStream + Send> UploadStream for FtpUpload<T> {
+    fn finish(mut self: Box<Self>) -> RemoteResult<()> {
+        let Some(stream) = self.stream.take() else {
+            return Ok(());
+        };
+        let what = self.what.clone();
+        finish_reply(stream, &what).map_err(|e| fail(&mut self.pc, &what, e))
+    }
+}
+
+impl<T: TlsStream> Drop for FtpUpload<T> {
+    fn drop(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            // Abandoned: close the data connection; the reply (226 or an error) is read
+            // and the connection checked before it is reused.
+            let _ = stream.finish();
+            if !self.pc.conn().noop() {
+                self.pc.mark_broken();
+            }
+        }
+    }
+}
