@@ -218,6 +218,18 @@ impl FtpFs {
             return Ok(());
         }
         let path = self.path_of(ino)?;
+        if ws.exists_remotely
+            && ws.pending_mode.is_none()
+            && self.cfg.upload_mode == UploadMode::Atomic
+        {
+            // The replacement is a new file: give it the old one's mode back.
+            let old_mode = split_path(&path).and_then(|(dir, name)| {
+                self.meta
+                    .fresh(dir)
+                    .and_then(|l| l.get(name).and_then(|e| e.mode))
+            });
+            ws.pending_mode = old_mode.filter(|m| *m != DEFAULT_FILE_MODE);
+        }
         if let Err(e) = ws.upload(&*self.remote, &path, self.cfg.upload_mode) {
             log::error!("upload of {path} failed: {}", e.message);
             return Err(e.into());

@@ -220,6 +220,13 @@ fn chmod_and_chown() {
     };
     assert_eq!(f.fs.setattr(a.ino, &set).unwrap().perm, 0o600);
     assert_eq!(f.r.mode("/d/old.txt"), Some(0o600));
+    // replacing the content keeps the mode
+    let (fh, _) = f.fs.open(a.ino, libc::O_WRONLY | libc::O_TRUNC).unwrap();
+    f.fs.write(fh, 0, b"replaced").unwrap();
+    f.fs.flush(fh).unwrap();
+    f.fs.release(fh);
+    assert_eq!(f.r.content("/d/old.txt").unwrap(), b"replaced");
+    assert_eq!(f.r.mode("/d/old.txt"), Some(0o600));
     let same_owner = SetAttr {
         uid: Some(0),
         gid: Some(0),
