@@ -193,6 +193,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        log::trace!("write fh={} offset={offset} size={}", fh.0, data.len());
         match run("write", || self.fs.write(fh.0, offset, data)) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(e),

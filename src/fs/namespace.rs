@@ -120,6 +120,7 @@ impl FtpFs {
             // Still-open handles keep their data, but it is never uploaded again.
             ws.unlinked = true;
             ws.dirty = false;
+            ws.abandon_upload(&*self.remote);
         }
         if on_server {
             self.remote.remove_file(&path)?;

@@ -186,7 +186,15 @@ impl FtpFs {
         if !ws.filled {
             ws.fill(&*self.remote, &path)?;
         }
-        let temp = || temp_path_for(&path);
+        // A file that is not on the server yet streams straight to its name.
+        let new_file = !ws.exists_remotely;
+        let temp = || {
+            if new_file {
+                path.clone()
+            } else {
+                temp_path_for(&path)
+            }
+        };
         let stream_to: Option<&dyn Fn() -> String> = match self.cfg.upload_mode {
             UploadMode::Atomic => Some(&temp),
             UploadMode::Direct => None,

@@ -287,6 +287,8 @@ impl WriteState {
         if !self.dirty || self.unlinked {
             return Ok(());
         }
+        // A new file has nothing to protect: it goes straight to its name.
+        let direct = mode == UploadMode::Direct || !self.exists_remotely;
         let streamed = match self.streaming.take() {
             Some(s) if s.next == self.size && mode == UploadMode::Atomic => {
                 match s.upload.finish() {
@@ -309,14 +311,22 @@ impl WriteState {
             None => None,
         };
         if let Some(temp) = self.orphan_temp.take() {
-            let _ = remote.remove_file(&temp);
-        }
-        match (streamed, mode) {
-            (Some(temp), _) => replace(remote, &temp, path)?,
-            (None, UploadMode::Direct) => {
-                remote.store(path, self.spool.as_file_mut())?;
+            if Some(&temp) != streamed.as_ref() {
+                let _ = remote.remove_file(&temp);
             }
-            (None, UploadMode::Atomic) => {
+        }
+        match streamed {
+            Some(temp) if temp == path => {}
+            Some(temp) => replace(remote, &temp, path)?,
+            None if direct => {
+                if let Err(e) = remote.store(path, self.spool.as_file_mut()) {
+                    if !self.exists_remotely {
+                        let _ = remote.remove_file(path);
+                    }
+                    return Err(e);
+                }
+            }
+            None => {
                 let temp = temp_path_for(path);
                 if let Err(e) = remote.store(&temp, self.spool.as_file_mut()) {
                     let _ = remote.remove_file(&temp);
@@ -329,6 +339,14 @@ impl WriteState {
         self.exists_remotely = true;
         self.no_streaming = true;
         Ok(())
+    }
+
+    /// Gives up a streaming upload and removes what it wrote (after an unlink).
+    pub fn abandon_upload(&mut self, remote: &dyn Remote) {
+        self.drop_stream();
+        if let Some(temp) = self.orphan_temp.take() {
+            let _ = remote.remove_file(&temp);
+        }
     }
 
     /// Keeps the spool file after a final failure and says where it is.
