@@ -5,6 +5,7 @@ Usage:
     ftpserver.py --root DIR [--port N] [--host 127.0.0.1]
                  [--user U --password P] [--cmdlog FILE]
                  [--no-mlsd] [--single-thread] [--auth-failed-delay SECS]
+                 [--max-upload BYTES] [--refuse-stor]
                  [--quiet] [--watch-stdin]
 
 Prints "READY <port>" on stdout (flushed) once it is listening.
@@ -15,6 +16,14 @@ With --user the user gets full permissions ("elradfmwMT").
 with the PASS argument masked as "PASS ****".
 --no-mlsd removes MLSD/MLST from the supported commands and from FEAT, so
 clients have to fall back to LIST.
+--max-upload BYTES simulates a full disk or a quota: an upload (STOR, APPE,
+STOU) that would make the file larger than BYTES bytes is aborted as soon as
+the data passes the limit: the server closes the data connection, removes
+what the transfer wrote (a new or overwritten file is deleted, an appended or
+restarted one is cut back to its old size) and replies
+"552 Exceeded storage allocation.". Uploads within the limit are unaffected.
+--refuse-stor answers every STOR, APPE and STOU with "553 Permission denied."
+before any data is transferred (nothing is created); everything else works.
 --watch-stdin makes the server exit when its stdin reaches EOF (useful for
 test harnesses: the server dies together with its parent).
 """
@@ -28,7 +37,7 @@ import threading
 
 try:
     from pyftpdlib.authorizers import DummyAuthorizer
-    from pyftpdlib.handlers import FTPHandler
+    from pyftpdlib.handlers import DTPHandler, FTPHandler
     from pyftpdlib.servers import FTPServer, ThreadedFTPServer
 except ImportError:  # pragma: no cover - depends on the machine
     sys.stderr.write(
@@ -64,6 +73,20 @@ def parse_args(argv=None):
         help="delay before replying to a failed login (pyftpdlib default: 3)",
     )
     p.add_argument(
+        "--max-upload",
+        type=int,
+        metavar="BYTES",
+        help="abort any STOR/APPE/STOU that would make the file larger than "
+        "BYTES with '552 Exceeded storage allocation.' and remove what it "
+        "wrote (simulates a full disk or a quota)",
+    )
+    p.add_argument(
+        "--refuse-stor",
+        action="store_true",
+        help="answer every STOR/APPE/STOU with '553 Permission denied.' "
+        "before any data connection is used",
+    )
+    p.add_argument(
         "--quiet", action="store_true", help="only log warnings and errors"
     )
     p.add_argument(
@@ -72,6 +95,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.password and not args.user:
         p.error("--password needs --user")
+    if args.max_upload is not None and args.max_upload < 0:
+        p.error("--max-upload must be >= 0")
     if not os.path.isdir(args.root):
         p.error(f"--root {args.root!r} is not a directory")
     return args
@@ -99,6 +124,61 @@ def mask(line):
     return line
 
 
+QUOTA_REPLY = "552 Exceeded storage allocation."
+REFUSE_REPLY = "553 Permission denied."
+
+
+def make_quota_dtp_handler(max_upload):
+    """A DTPHandler that aborts uploads growing a file beyond max_upload."""
+
+    class QuotaDTPHandler(DTPHandler):
+        def recv(self, buffer_size):
+            chunk = super().recv(buffer_size)
+            fobj = self.file_obj
+            if not chunk or not self.receive or fobj is None or fobj.closed:
+                return chunk
+            try:
+                end = fobj.tell() + len(chunk)
+            except (OSError, ValueError):
+                return chunk
+            if end <= max_upload:
+                return chunk
+            self._abort_over_quota(end)
+            # handle_read treats b"" as the end of the transfer; the channel
+            # is already closed and the 552 sent.
+            return b""
+
+        def _abort_over_quota(self, end):
+            fobj = self.file_obj
+            path = fobj.name
+            # What ftp_STOR saw before the transfer (None for STOU).
+            info = getattr(self.cmd_channel, "_ftpfs_upload", None)
+            self.cmd_channel._ftpfs_upload = None
+            logging.info(
+                "max-upload: aborting upload of %s at %d > %d bytes",
+                path,
+                end,
+                max_upload,
+            )
+            try:
+                fobj.close()
+            except OSError:
+                pass
+            # Undo the transfer before replying, so that a client listing
+            # right after the 552 never sees the partial data.
+            try:
+                if info and info["path"] == path and info["keep_old"]:
+                    os.truncate(path, info["size"])
+                else:
+                    os.remove(path)
+            except OSError as err:
+                logging.warning("max-upload: cleaning up %s: %s", path, err)
+            self._resp = (QUOTA_REPLY, logging.info)
+            self.close()
+
+    return QuotaDTPHandler
+
+
 def make_handler(args):
     authorizer = DummyAuthorizer()
     root = os.path.abspath(args.root)
@@ -124,6 +204,32 @@ def make_handler(args):
                 cmdlog.write(mask(line))
             return super().pre_process_command(line, cmd, arg)
 
+        # APPE calls ftp_STOR(file, mode="a"); REST + STOR opens with "r+".
+        def ftp_STOR(self, file, mode="w"):
+            if args.refuse_stor:
+                self.respond(REFUSE_REPLY)
+                return None
+            if args.max_upload is not None:
+                existed = os.path.isfile(file)
+                self._ftpfs_upload = {
+                    "path": file,
+                    # APPE or a restarted STOR keeps the old bytes: on abort
+                    # cut the file back; otherwise delete it.
+                    "keep_old": existed
+                    and (mode == "a" or bool(self._restart_position)),
+                    "size": os.path.getsize(file) if existed else 0,
+                }
+            return super().ftp_STOR(file, mode)
+
+        def ftp_STOU(self, line):
+            if args.refuse_stor:
+                self.respond(REFUSE_REPLY)
+                return None
+            self._ftpfs_upload = None
+            return super().ftp_STOU(line)
+
+    if args.max_upload is not None:
+        Handler.dtp_handler = make_quota_dtp_handler(args.max_upload)
     Handler.authorizer = authorizer
     return Handler
 

@@ -9,6 +9,8 @@
 #   as_root CMD...           run as root (directly, or via sudo)
 #   install_deps             idempotently install system packages + pyftpdlib
 #   ensure_rust_components   rustfmt + clippy (via rustup, if missing)
+#   install_test_tools       pjdfstest + fsx from crates.io (cargo install
+#                            --locked, only if missing); puts ~/.cargo/bin on PATH
 #   ensure_ftp_user          system user ftpfstest / ftpfstest-pw for vsftpd
 #   is_mounted DIR           true if DIR is a mount point (/proc/self/mountinfo)
 #   wait_for_mount DIR [SECS] [PID]   poll until DIR is mounted (default 20 s);
@@ -151,6 +153,36 @@ ensure_rust_components() {
         command -v rustup >/dev/null 2>&1 || die "missing ${comps[*]} and no rustup to install them"
         run rustup component add "${comps[@]}"
     fi
+}
+
+# External test suites used by tests/external.rs, installed from crates.io.
+FTPFS_CARGO_TOOLS=(pjdfstest fsx)
+
+# Put cargo's bin directory (where `cargo install` puts binaries) on PATH.
+_ensure_cargo_bin_on_path() {
+    local cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
+    case ":$PATH:" in
+        *":$cargo_bin:"*) ;;
+        *) export PATH="$cargo_bin:$PATH" ;;
+    esac
+}
+
+# pjdfstest and fsx (idempotent: `cargo install --locked` only for the
+# missing ones). A build takes a few minutes the first time.
+install_test_tools() {
+    _ensure_cargo_bin_on_path
+    command -v cargo >/dev/null 2>&1 || die "cargo not found: install the Rust toolchain (rustup) first"
+    local tool
+    for tool in "${FTPFS_CARGO_TOOLS[@]}"; do
+        if command -v "$tool" >/dev/null 2>&1; then
+            info "$tool: present ($(command -v "$tool"))"
+        else
+            info "installing $tool from crates.io (takes a few minutes)"
+            run cargo install --locked "$tool" || die "cargo install --locked $tool failed"
+            hash -r
+            command -v "$tool" >/dev/null 2>&1 || die "$tool installed but not found on PATH ($PATH)"
+        fi
+    done
 }
 
 # System user for vsftpd local logins (idempotent).

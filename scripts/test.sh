@@ -29,6 +29,9 @@ cargo fmt --check
 section "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
+section "Installing external test suites (pjdfstest, fsx)"
+install_test_tools
+
 section "cargo test --all-targets"
 cargo test --all-targets
 
