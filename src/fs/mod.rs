@@ -218,7 +218,8 @@ impl FtpFs {
             if ws.filled || ws.dirty {
                 a.size = ws.size;
                 if ws.dirty {
-                    a.mtime = ws.pending_mtime.unwrap_or(ws.modified);
+                    // Whole seconds, as the server will store them.
+                    a.mtime = write_ops::whole_seconds(ws.pending_mtime.unwrap_or(ws.modified));
                 }
             }
         }
@@ -300,7 +301,7 @@ impl FtpFs {
     fn root_attr(&self) -> Attr {
         let mut e = Entry::new("", EntryKind::Dir, 0);
         e.mtime = Some(self.mounted_at);
-        self.attr_of(ROOT, &e)
+        self.attr_with_local(ROOT, &e)
     }
 
     /// The entry of inode `ino` (not the root): from its parent's listing, or
@@ -344,7 +345,14 @@ impl FtpFs {
     }
 
     pub fn forget(&self, ino: u64, nlookup: u64) {
-        lock(&self.inodes).forget(ino, nlookup);
+        let gone = {
+            let mut inodes = lock(&self.inodes);
+            inodes.forget(ino, nlookup);
+            !inodes.exists(ino)
+        };
+        if gone {
+            lock(&self.local_mtimes).remove(&ino);
+        }
     }
 
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {

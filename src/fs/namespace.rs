@@ -49,7 +49,7 @@ impl FtpFs {
         let path = child_path(&dir, name);
         self.remote.mkdir(&path)?;
         let mut e = Entry::new(name, EntryKind::Dir, 0);
-        e.mtime = Some(std::time::SystemTime::now());
+        e.mtime = Some(super::write_ops::whole_seconds(std::time::SystemTime::now()));
         let mode = mode & 0o7777;
         if mode != DEFAULT_DIR_MODE {
             match self.remote.chmod(&path, mode) {
@@ -61,6 +61,8 @@ impl FtpFs {
         // A new directory is empty: no need to list it.
         self.meta.insert_empty(&path);
         let ino = lock(&self.inodes).lookup(parent, name);
+        self.touch_dir(parent);
+        self.touch_dir(ino);
         Ok(self.attr_with_local(ino, &e))
     }
 
@@ -99,6 +101,7 @@ impl FtpFs {
         });
         self.meta.invalidate_tree(&path);
         lock(&self.inodes).unlink(parent, name);
+        self.touch_dir(parent);
         Ok(())
     }
 
@@ -132,6 +135,9 @@ impl FtpFs {
             l.remove(name);
         });
         lock(&self.inodes).unlink(parent, name);
+        if on_server {
+            self.touch_dir(parent);
+        }
         Ok(())
     }
 
@@ -206,6 +212,8 @@ impl FtpFs {
             self.meta.invalidate_tree(&to);
         }
         lock(&self.inodes).rename(parent, name, new_parent, new_name);
+        self.touch_dir(parent);
+        self.touch_dir(new_parent);
         Ok(())
     }
 }

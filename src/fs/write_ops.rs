@@ -17,11 +17,16 @@ const RETRY_DELAYS: [u64; 4] = [1, 3, 9, 27];
 const DEFAULT_FILE_MODE: u32 = 0o644;
 
 /// Whole seconds: what FTP servers store.
-fn whole_seconds(t: SystemTime) -> SystemTime {
+pub(super) fn whole_seconds(t: SystemTime) -> SystemTime {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => UNIX_EPOCH + Duration::from_secs(d.as_secs()),
         Err(_) => UNIX_EPOCH,
     }
+}
+
+/// Errors that a later attempt may not meet: a broken or slow connection.
+fn is_transient_errno(e: i32) -> bool {
+    matches!(e, libc::EIO | libc::ETIMEDOUT)
 }
 
 /// What a setattr call asks for.
@@ -242,8 +247,10 @@ impl FtpFs {
             log::error!("upload of {path} failed: {}", e.message);
             return Err(e.into());
         }
+        let new_name = !ws.exists_remotely_before_upload();
         let mut entry = Entry::new("", EntryKind::File, ws.size);
-        entry.mtime = Some(whole_seconds(SystemTime::now()));
+        let now = whole_seconds(SystemTime::now());
+        entry.mtime = Some(now);
         if let Some(mode) = ws.pending_mode.take() {
             match self.remote.chmod(&path, mode) {
                 Ok(()) => entry.mode = Some(mode),
@@ -253,10 +260,43 @@ impl FtpFs {
         let mtime = ws.pending_mtime.take();
         drop(ws);
         self.record_entry(&path, entry);
-        if let Some(t) = mtime {
-            self.store_mtime(ino, &path, t)?;
+        match mtime {
+            Some(t) => self.store_mtime(ino, &path, t)?,
+            // The server's own time is within a second or two of ours; show ours
+            // throughout, so the time does not jump when the listing is refreshed.
+            None => self.remember_mtime(ino, now, None),
+        }
+        if new_name {
+            let parent = lock(&self.inodes).parent(ino);
+            if let Some(p) = parent {
+                self.touch_dir(p);
+            }
         }
         Ok(())
+    }
+
+    /// Shows `t` as the mtime of `ino` while the server's time stays `seen` or close to `t`.
+    pub(super) fn remember_mtime(&self, ino: u64, t: SystemTime, seen: Option<SystemTime>) {
+        lock(&self.local_mtimes).insert(ino, (t, seen));
+    }
+
+    /// A directory whose entries we changed: the server gave it a new mtime, now.
+    pub(super) fn touch_dir(&self, dir: u64) {
+        let now = whole_seconds(SystemTime::now());
+        self.remember_mtime(dir, now, None);
+        if dir == super::inodes::ROOT {
+            return;
+        }
+        if let Ok(path) = self.path_of(dir) {
+            if let Some((parent, name)) = split_path(&path) {
+                self.meta.update(parent, |l| {
+                    if let Some(mut e) = l.get(name).cloned() {
+                        e.mtime = Some(now);
+                        l.upsert(e);
+                    }
+                });
+            }
+        }
     }
 
     /// Puts our own version of an entry into the cached listing of its directory.
@@ -366,7 +406,17 @@ impl FtpFs {
                     self.forget_write_state_if_idle(ino);
                     return;
                 }
-                Err(Errno(e)) => log::warn!("retry {} of {path} failed (errno {e})", attempt + 1),
+                Err(Errno(e)) if is_transient_errno(e) => {
+                    log::warn!("retry {} of {path} failed (errno {e})", attempt + 1)
+                }
+                Err(Errno(e)) => {
+                    // A refusal (no space, no permission) will not go away in seconds.
+                    log::warn!(
+                        "retry {} of {path} refused (errno {e}); giving up",
+                        attempt + 1
+                    );
+                    break;
+                }
             }
         }
         let Some(ws) = lock(&self.writes).remove(&ino) else {

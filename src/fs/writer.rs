@@ -80,6 +80,8 @@ pub struct WriteState {
     no_streaming: bool,
     /// The temporary name of an abandoned stream, to delete at the next upload.
     orphan_temp: Option<String>,
+    /// `exists_remotely` as it was when the last successful upload started.
+    existed_before_upload: bool,
 }
 
 impl WriteState {
@@ -100,6 +102,7 @@ impl WriteState {
             streaming: None,
             no_streaming: false,
             orphan_temp: None,
+            existed_before_upload: exists,
         })
     }
 
@@ -336,9 +339,16 @@ impl WriteState {
             }
         }
         self.dirty = false;
+        self.existed_before_upload = self.exists_remotely;
         self.exists_remotely = true;
         self.no_streaming = true;
         Ok(())
+    }
+
+    /// Whether the file was on the server before the upload now finishing
+    /// (read right after a successful upload, which sets `exists_remotely`).
+    pub fn exists_remotely_before_upload(&self) -> bool {
+        self.existed_before_upload
     }
 
     /// Gives up a streaming upload and removes what it wrote (after an unlink).
