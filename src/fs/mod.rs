@@ -213,16 +213,6 @@ impl FtpFs {
     /// unsaved writes, times the server could not store.
     fn attr_with_local(&self, ino: u64, e: &Entry) -> Attr {
         let mut a = self.attr_of(ino, e);
-        if let Some(ws) = self.write_state(ino) {
-            let ws = lock(&ws);
-            if ws.filled || ws.dirty {
-                a.size = ws.size;
-                if ws.dirty {
-                    // Whole seconds, as the server will store them.
-                    a.mtime = write_ops::whole_seconds(ws.pending_mtime.unwrap_or(ws.modified));
-                }
-            }
-        }
         if let Some((t, seen)) = lock(&self.local_mtimes).get(&ino) {
             // Ours while the server's time is what it was, or the same up to LIST's minutes.
             let close = |x: SystemTime| {
@@ -231,6 +221,16 @@ impl FtpFs {
             };
             if e.mtime.is_none() || e.mtime == *seen || e.mtime.is_some_and(close) {
                 a.mtime = *t;
+            }
+        }
+        if let Some(ws) = self.write_state(ino) {
+            let ws = lock(&ws);
+            if ws.filled || ws.dirty {
+                a.size = ws.size;
+                if ws.dirty {
+                    // Whole seconds, as the server will store them.
+                    a.mtime = write_ops::whole_seconds(ws.pending_mtime.unwrap_or(ws.modified));
+                }
             }
         }
         a

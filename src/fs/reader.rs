@@ -131,6 +131,20 @@ impl BlockCache {
         Some(Bytes::Owned(out))
     }
 
+    /// Drops every cached block of inode `ino` (its content changed here).
+    pub fn invalidate(&self, ino: u64) {
+        if let Some(mut c) = self.lock() {
+            let doomed: Vec<(FileKey, u64)> = c
+                .iter()
+                .map(|(k, _)| *k)
+                .filter(|(key, _)| key.ino == ino)
+                .collect();
+            for k in doomed {
+                c.pop(&k);
+            }
+        }
+    }
+
     /// (blocks held, capacity in blocks).
     pub fn usage(&self) -> (usize, usize) {
         self.lock()
@@ -489,6 +503,17 @@ mod tests {
         let tail = c.get_range(k, BLOCK + 5, 100).unwrap();
         assert_eq!(*tail, [2u8; 5]);
         assert!(matches!(tail, Bytes::Shared(..)));
+    }
+
+    #[test]
+    fn invalidation_drops_one_inode_only() {
+        let c = BlockCache::new(8 * BLOCK as usize);
+        let other = FileKey { ino: 8, ..key(10) };
+        c.insert(key(10), 0, Arc::new(vec![1; 10]));
+        c.insert(other, 0, Arc::new(vec![2; 10]));
+        c.invalidate(7);
+        assert!(c.get_range(key(10), 0, 10).is_none());
+        assert!(c.get_range(other, 0, 10).is_some());
     }
 
     #[test]

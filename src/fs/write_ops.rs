@@ -83,6 +83,13 @@ impl FtpFs {
         }
     }
 
+    /// Our own change to the content of `ino`: cached blocks and the kernel's page
+    /// cache must not serve the old bytes, even if size and mtime come out the same.
+    fn content_changed(&self, ino: u64) {
+        self.blocks.invalidate(ino);
+        lock(&self.opened_versions).remove(&ino);
+    }
+
     /// Opens a file; the bool says whether the kernel may keep its page cache.
     pub fn open(&self, ino: u64, flags: i32) -> FsResult<(u64, bool)> {
         let (path, e) = self.entry_of(ino)?;
@@ -99,6 +106,7 @@ impl FtpFs {
             ws.writers += 1;
             if flags & libc::O_TRUNC != 0 {
                 ws.truncate_all()?;
+                self.content_changed(ino);
             }
         }
         let key = FileKey {
@@ -191,8 +199,10 @@ impl FtpFs {
         if !ws.filled {
             ws.fill(&*self.remote, &path)?;
         }
-        // A file that is not on the server yet streams straight to its name.
+        // A file that is not on the server yet streams straight to its name,
+        // unless it is private: then it is restricted before its content goes up.
         let new_file = !ws.exists_remotely;
+        let private = new_file && ws.private_mode().is_some();
         let temp = || {
             if new_file {
                 path.clone()
@@ -201,10 +211,12 @@ impl FtpFs {
             }
         };
         let stream_to: Option<&dyn Fn() -> String> = match self.cfg.upload_mode {
-            UploadMode::Atomic => Some(&temp),
-            UploadMode::Direct => None,
+            UploadMode::Atomic if !private => Some(&temp),
+            _ => None,
         };
         ws.write(&*self.remote, stream_to, offset, data)?;
+        drop(ws);
+        self.content_changed(*ino);
         Ok(data.len() as u32)
     }
 
@@ -249,8 +261,9 @@ impl FtpFs {
         }
         let new_name = !ws.exists_remotely_before_upload();
         let mut entry = Entry::new("", EntryKind::File, ws.size);
-        let now = whole_seconds(SystemTime::now());
-        entry.mtime = Some(now);
+        // The content's time is its last change, as on a local disk, not the upload's.
+        let changed = whole_seconds(ws.modified);
+        entry.mtime = Some(changed);
         if let Some(mode) = ws.pending_mode.take() {
             match self.remote.chmod(&path, mode) {
                 Ok(()) => entry.mode = Some(mode),
@@ -259,12 +272,13 @@ impl FtpFs {
         }
         let mtime = ws.pending_mtime.take();
         drop(ws);
+        lock(&self.opened_versions).remove(&ino);
         self.record_entry(&path, entry);
         match mtime {
-            Some(t) => self.store_mtime(ino, &path, t)?,
+            Some(t) => self.store_mtime(ino, &path, t, false)?,
             // The server's own time is within a second or two of ours; show ours
             // throughout, so the time does not jump when the listing is refreshed.
-            None => self.remember_mtime(ino, now, None),
+            None => self.remember_mtime(ino, changed, None),
         }
         if new_name {
             let parent = lock(&self.inodes).parent(ino);
@@ -314,12 +328,19 @@ impl FtpFs {
     }
 
     /// Sets a modification time on the server; one it cannot store is kept here.
-    fn store_mtime(&self, ino: u64, path: &str, t: SystemTime) -> FsResult<()> {
+    fn store_mtime(&self, ino: u64, path: &str, t: SystemTime, is_dir: bool) -> FsResult<()> {
         let t = whole_seconds(t);
         match self.remote.set_mtime(path, t) {
             Ok(()) => {}
             Err(e) if e.kind == ErrorKind::Unsupported => {
                 log::debug!("keeping the mtime of {path} locally: {}", e.message);
+            }
+            // Most servers set times on files only, and refuse directories with a bare 550.
+            Err(e) if is_dir && !e.kind.is_transient() => {
+                log::debug!(
+                    "keeping the mtime of directory {path} locally: {}",
+                    e.message
+                );
             }
             Err(e) => return Err(e.into()),
         }
@@ -480,9 +501,13 @@ impl FtpFs {
                 }
                 ws.dirty
             });
-            if !pending && ino != super::inodes::ROOT {
-                let (path, _) = self.entry_of(ino)?;
-                self.store_mtime(ino, &path, t)?;
+            if !pending {
+                if ino == super::inodes::ROOT {
+                    self.remember_mtime(ino, whole_seconds(t), None);
+                } else {
+                    let (path, e) = self.entry_of(ino)?;
+                    self.store_mtime(ino, &path, t, e.kind == EntryKind::Dir)?;
+                }
             }
         }
         self.getattr(ino)
@@ -506,6 +531,7 @@ impl FtpFs {
             }
             ws.writers == 0
         };
+        self.content_changed(ino);
         if upload_now {
             // truncate(2) on a file nobody has open takes effect at once.
             let r = self.upload(ino);

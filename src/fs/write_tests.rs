@@ -399,3 +399,46 @@ fn temporary_upload_names_never_show() {
     assert_eq!(names, [".", "..", "old.txt"]);
     let _ = SystemTime::now();
 }
+
+#[test]
+fn a_private_new_file_is_restricted_before_its_content_lands() {
+    let f = setup();
+    let (_, fh) = f.fs.create(d(&f), "secret", 0o600, libc::O_WRONLY).unwrap();
+    f.fs.write(fh, 0, b"password").unwrap();
+    f.fs.flush(fh).unwrap();
+    assert_eq!(f.r.content("/d/secret").unwrap(), b"password");
+    assert_eq!(f.r.mode("/d/secret"), Some(0o600));
+}
+
+#[test]
+fn a_same_size_rewrite_in_the_same_second_reads_back_new_content() {
+    let f = setup();
+    let a = f.fs.lookup(d(&f), "old.txt").unwrap();
+    let (r, _) = f.fs.open(a.ino, libc::O_RDONLY).unwrap();
+    assert_eq!(&*f.fs.read(r, 0, 100).unwrap(), b"0123456789");
+    f.fs.release(r);
+    let (w, _) = f.fs.open(a.ino, libc::O_WRONLY | libc::O_TRUNC).unwrap();
+    f.fs.write(w, 0, b"abcdefghij").unwrap();
+    f.fs.flush(w).unwrap();
+    f.fs.release(w);
+    let (r, keep) = f.fs.open(a.ino, libc::O_RDONLY).unwrap();
+    assert!(!keep, "the page cache holds the old content");
+    assert_eq!(&*f.fs.read(r, 0, 100).unwrap(), b"abcdefghij");
+}
+
+#[test]
+fn o_trunc_shows_a_new_mtime_at_once() {
+    let f = setup();
+    let a = f.fs.lookup(d(&f), "old.txt").unwrap();
+    let old = UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    let set = SetAttr {
+        mtime: Some(old),
+        ..SetAttr::default()
+    };
+    f.fs.setattr(a.ino, &set).unwrap();
+    let (w, _) = f.fs.open(a.ino, libc::O_WRONLY | libc::O_TRUNC).unwrap();
+    assert!(f.fs.getattr(a.ino).unwrap().mtime > old);
+    f.fs.flush(w).unwrap();
+    f.fs.release(w);
+    assert!(f.fs.getattr(a.ino).unwrap().mtime > old);
+}

@@ -322,6 +322,13 @@ impl WriteState {
             Some(temp) if temp == path => {}
             Some(temp) => replace(remote, &temp, path)?,
             None if direct => {
+                if let (Some(mode), false) = (self.private_mode(), self.exists_remotely) {
+                    // A new private file: create it empty and restrict it before any
+                    // content lands, so other server users never see the content.
+                    remote.store(path, &mut io::Cursor::new(Vec::new()))?;
+                    remote.chmod(path, mode)?;
+                    self.pending_mode = None;
+                }
                 if let Err(e) = remote.store(path, self.spool.as_file_mut()) {
                     if !self.exists_remotely {
                         let _ = remote.remove_file(path);
@@ -343,6 +350,11 @@ impl WriteState {
         self.exists_remotely = true;
         self.no_streaming = true;
         Ok(())
+    }
+
+    /// The mode asked for a new file when it hides content that 0644 would show.
+    pub fn private_mode(&self) -> Option<u32> {
+        self.pending_mode.filter(|m| m & 0o044 != 0o044)
     }
 
     /// Whether the file was on the server before the upload now finishing
