@@ -325,9 +325,12 @@ impl WriteState {
                 if let (Some(mode), false) = (self.private_mode(), self.exists_remotely) {
                     // A new private file: create it empty and restrict it before any
                     // content lands, so other server users never see the content.
+                    // The owner keeps write access until the content is in.
                     remote.store(path, &mut io::Cursor::new(Vec::new()))?;
-                    remote.chmod(path, mode)?;
-                    self.pending_mode = None;
+                    remote.chmod(path, (mode | 0o600) & 0o7777)?;
+                    if mode | 0o600 == mode {
+                        self.pending_mode = None;
+                    }
                 }
                 if let Err(e) = remote.store(path, self.spool.as_file_mut()) {
                     if !self.exists_remotely {
