@@ -14,9 +14,9 @@ use std::time::SystemTime;
 
 use fuser::{
     Errno as FuseErrno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::fs::{Attr, Errno, FsResult, FtpFs, RenameMode, SetAttr};
@@ -102,6 +102,20 @@ impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         let _ = config.set_max_readahead(MAX_IO);
         let _ = config.set_max_write(MAX_IO);
+        // Each is optional: an older kernel without one just works a little slower.
+        for flag in [
+            // attributes come with readdir: `ls -l` costs no lookup per entry
+            InitFlags::FUSE_DO_READDIRPLUS,
+            // lookups in one directory run in parallel
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            // O_TRUNC arrives with open instead of as a separate truncate
+            InitFlags::FUSE_ATOMIC_O_TRUNC,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+        ] {
+            if let Err(missing) = config.add_capabilities(flag) {
+                log::debug!("kernel lacks {missing:?}");
+            }
+        }
         Ok(())
     }
 
@@ -483,6 +497,8 @@ impl Filesystem for FuseAdapter {
         );
     }
 
+    // Extended attributes: ENOSYS tells the kernel to answer ENOTSUP by itself from
+    // then on, so `ls -l` and `cp -a` do not cost a request per file.
     fn getxattr(
         &self,
         _req: &Request,
@@ -491,7 +507,7 @@ impl Filesystem for FuseAdapter {
         _size: u32,
         reply: ReplyXattr,
     ) {
-        reply.error(FuseErrno::from_i32(libc::ENOTSUP));
+        reply.error(FuseErrno::ENOSYS);
     }
 
     fn setxattr(
@@ -504,19 +520,15 @@ impl Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(FuseErrno::from_i32(libc::ENOTSUP));
+        reply.error(FuseErrno::ENOSYS);
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(FuseErrno::from_i32(libc::ENOTSUP));
+        reply.error(FuseErrno::ENOSYS);
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
-        if size == 0 {
-            reply.size(0);
-        } else {
-            reply.data(&[]);
-        }
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.error(FuseErrno::ENOSYS);
     }
 }
 

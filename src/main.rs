@@ -107,6 +107,7 @@ fn run(args: Args) -> Result<(), String> {
 
     let remote = Arc::new(remote);
     let filesystem = fs::FtpFs::new_shared(Arc::clone(&remote) as _, fs_cfg);
+    filesystem.warm_up();
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName(opts.fsname.clone().unwrap_or(display.clone())),

@@ -188,6 +188,13 @@ impl FtpFs {
         })
     }
 
+    /// Lists the root once, so that the first lookups after mounting cost nothing.
+    pub fn warm_up(&self) {
+        if let Err(Errno(e)) = self.listing("/") {
+            log::debug!("could not list the root in advance (errno {e})");
+        }
+    }
+
     pub fn config(&self) -> &FsConfig {
         &self.cfg
     }

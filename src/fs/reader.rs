@@ -353,23 +353,24 @@ fn produce(
                 return;
             }
         }
-        let mut block = vec![0u8; BLOCK as usize];
-        let mut filled = 0;
+        // read_to_end fills without zeroing first; take() stops it at one block.
+        let mut block = Vec::with_capacity(BLOCK as usize);
         let result = loop {
-            if filled == block.len() {
-                break Ok(());
-            }
-            match source.read(&mut block[filled..]) {
-                Ok(0) => break Ok(()),
-                Ok(n) => filled += n,
+            match (&mut source)
+                .take(BLOCK - block.len() as u64)
+                .read_to_end(&mut block)
+            {
+                Ok(_) if block.len() as u64 == BLOCK => break Ok(()),
+                Ok(0) => break Ok(()), // the end of the file
+                Ok(_) => {}            // a short read: go on filling
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => break Err(e),
             }
         };
+        let filled = block.len();
         let mut st = shared.lock();
         match result {
             Ok(()) => {
-                block.truncate(filled);
                 let eof = filled < BLOCK as usize;
                 let block = Arc::new(block);
                 cache.insert(key, pos / BLOCK, Arc::clone(&block));
