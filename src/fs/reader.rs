@@ -19,15 +19,18 @@ use lru::LruCache;
 use crate::remote::{ErrorKind, Remote, RemoteError, RemoteResult};
 
 /// The unit of download chunks and of the block cache.
-pub const BLOCK: u64 = 256 * 1024;
-/// The first read-ahead window of a new stream.
-const INITIAL_WINDOW: u64 = 2 * BLOCK;
+/// As large as the kernel's read requests (1 MiB), so that a request is a window
+/// of one block and needs no copy.
+pub const BLOCK: u64 = 1024 * 1024;
+/// The read-ahead window of a stream started by a random read: just the block asked
+/// for. Sequential reads double it, up to [`MAX_WINDOW`].
+const INITIAL_WINDOW: u64 = 0;
 /// The largest read-ahead window.
 const MAX_WINDOW: u64 = 8 * 1024 * 1024;
 /// Data kept behind the reader, for requests the kernel sends slightly out of order.
-const KEEP_BEHIND: u64 = 2 * BLOCK;
+const KEEP_BEHIND: u64 = BLOCK;
 /// A forward jump up to this far is read through instead of restarting the download.
-const SKIP_AHEAD: u64 = 2 * 1024 * 1024;
+const SKIP_AHEAD: u64 = 4 * 1024 * 1024;
 /// A paused stream whose reader has not asked for anything in this long is closed.
 const IDLE_RELEASE: Duration = Duration::from_secs(3);
 
@@ -39,11 +42,57 @@ pub struct FileKey {
     pub mtime: Option<SystemTime>,
 }
 
+/// At most this many freed blocks are kept for reuse.
+const SPARE_BLOCKS: usize = 16;
+
+/// Freed block buffers, reused so that a new block need not be zeroed first.
+static SPARE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// One downloaded block. Its buffer goes back to a small pool when the last
+/// reference (stream or cache) lets go of it.
+#[derive(Debug, Default)]
+pub struct Block(Vec<u8>);
+
+impl Block {
+    /// A buffer of `BLOCK` bytes: a recycled one if there is one.
+    fn buffer() -> Vec<u8> {
+        let recycled = SPARE.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut v = recycled.unwrap_or_default();
+        v.resize(BLOCK as usize, 0); // zeroes only what was never written
+        v
+    }
+}
+
+impl From<Vec<u8>> for Block {
+    fn from(v: Vec<u8>) -> Self {
+        Block(v)
+    }
+}
+
+impl std::ops::Deref for Block {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        let v = std::mem::take(&mut self.0);
+        if v.capacity() == BLOCK as usize {
+            let mut spare = SPARE.lock().unwrap_or_else(|p| p.into_inner());
+            if spare.len() < SPARE_BLOCKS {
+                spare.push(v);
+            }
+        }
+    }
+}
+
 /// Bytes handed back by a read: a window of a shared block when the request fits
 /// in one (no copy), else an owned buffer.
 #[derive(Debug, Clone)]
 pub enum Bytes {
-    Shared(Arc<Vec<u8>>, usize, usize),
+    Shared(Arc<Block>, usize, usize),
     Owned(Vec<u8>),
 }
 
@@ -63,7 +112,7 @@ impl Bytes {
     }
 }
 
-type Blocks = LruCache<(FileKey, u64), Arc<Vec<u8>>>;
+type Blocks = LruCache<(FileKey, u64), Arc<Block>>;
 
 /// The LRU cache of whole blocks, bounded in bytes.
 pub struct BlockCache {
@@ -88,7 +137,7 @@ impl BlockCache {
             .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    pub fn insert(&self, key: FileKey, index: u64, data: Arc<Vec<u8>>) {
+    pub fn insert(&self, key: FileKey, index: u64, data: Arc<Block>) {
         if let Some(mut c) = self.lock() {
             c.put((key, index), data);
         }
@@ -156,7 +205,7 @@ impl BlockCache {
 #[derive(Default)]
 struct StreamState {
     /// Downloaded blocks still kept: (offset, bytes), contiguous and in order.
-    chunks: VecDeque<(u64, Arc<Vec<u8>>)>,
+    chunks: VecDeque<(u64, Arc<Block>)>,
     /// The offset the producer has reached.
     produced: u64,
     /// The producer may read up to here.
@@ -298,7 +347,7 @@ impl Stream {
 }
 
 /// `[from, to)` out of contiguous chunks: shared when one chunk holds it all.
-fn copy_out(chunks: &VecDeque<(u64, Arc<Vec<u8>>)>, from: u64, to: u64) -> Bytes {
+fn copy_out(chunks: &VecDeque<(u64, Arc<Block>)>, from: u64, to: u64) -> Bytes {
     if let Some((off, data)) = chunks
         .iter()
         .find(|(off, d)| *off <= from && to <= off + d.len() as u64)
@@ -353,26 +402,25 @@ fn produce(
                 return;
             }
         }
-        // read_to_end fills without zeroing first; take() stops it at one block.
-        let mut block = Vec::with_capacity(BLOCK as usize);
+        let mut block = Block::buffer();
+        let mut filled = 0;
         let result = loop {
-            match (&mut source)
-                .take(BLOCK - block.len() as u64)
-                .read_to_end(&mut block)
-            {
-                Ok(_) if block.len() as u64 == BLOCK => break Ok(()),
+            if filled == block.len() {
+                break Ok(());
+            }
+            match source.read(&mut block[filled..]) {
                 Ok(0) => break Ok(()), // the end of the file
-                Ok(_) => {}            // a short read: go on filling
+                Ok(n) => filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => break Err(e),
             }
         };
-        let filled = block.len();
+        block.truncate(filled);
         let mut st = shared.lock();
         match result {
             Ok(()) => {
                 let eof = filled < BLOCK as usize;
-                let block = Arc::new(block);
+                let block = Arc::new(Block::from(block));
                 cache.insert(key, pos / BLOCK, Arc::clone(&block));
                 pos += filled as u64;
                 st.produced = pos;
@@ -447,7 +495,7 @@ impl Reader {
             }
         }
         if sequential {
-            self.window = (self.window * 2).min(MAX_WINDOW);
+            self.window = (self.window * 2).clamp(BLOCK, MAX_WINDOW);
         }
         for _ in 0..2 {
             let usable = self.stream.as_ref().is_some_and(|s| s.reaches(offset));
@@ -492,12 +540,12 @@ mod tests {
     fn block_cache_serves_ranges_across_blocks() {
         let c = BlockCache::new(4 * BLOCK as usize);
         let k = key(BLOCK + 10);
-        c.insert(k, 0, Arc::new(vec![1u8; BLOCK as usize]));
+        c.insert(k, 0, Arc::new(Block::from(vec![1u8; BLOCK as usize])));
         assert!(
             c.get_range(k, BLOCK - 5, 10).is_none(),
             "second block missing"
         );
-        c.insert(k, 1, Arc::new(vec![2u8; 10]));
+        c.insert(k, 1, Arc::new(Block::from(vec![2u8; 10])));
         let got = c.get_range(k, BLOCK - 5, 10).unwrap();
         assert_eq!(*got, [1, 1, 1, 1, 1, 2, 2, 2, 2, 2]);
         // past the end of the file: only what exists, shared without a copy
@@ -510,8 +558,8 @@ mod tests {
     fn invalidation_drops_one_inode_only() {
         let c = BlockCache::new(8 * BLOCK as usize);
         let other = FileKey { ino: 8, ..key(10) };
-        c.insert(key(10), 0, Arc::new(vec![1; 10]));
-        c.insert(other, 0, Arc::new(vec![2; 10]));
+        c.insert(key(10), 0, Arc::new(Block::from(vec![1; 10])));
+        c.insert(other, 0, Arc::new(Block::from(vec![2; 10])));
         c.invalidate(7);
         assert!(c.get_range(key(10), 0, 10).is_none());
         assert!(c.get_range(other, 0, 10).is_some());
@@ -521,7 +569,11 @@ mod tests {
     fn block_cache_is_bounded_and_keyed_by_version() {
         let c = BlockCache::new(2 * BLOCK as usize);
         for i in 0..5 {
-            c.insert(key(10 * BLOCK), i, Arc::new(vec![0; BLOCK as usize]));
+            c.insert(
+                key(10 * BLOCK),
+                i,
+                Arc::new(Block::from(vec![0; BLOCK as usize])),
+            );
         }
         assert_eq!(c.usage(), (2, 2));
         assert!(c.get_range(key(10 * BLOCK + 1), 4 * BLOCK, 1).is_none());
@@ -531,8 +583,8 @@ mod tests {
     #[test]
     fn copy_out_spans_chunks() {
         let mut q = VecDeque::new();
-        q.push_back((10, Arc::new(vec![1, 2, 3])));
-        q.push_back((13, Arc::new(vec![4, 5, 6])));
+        q.push_back((10, Arc::new(Block::from(vec![1, 2, 3]))));
+        q.push_back((13, Arc::new(Block::from(vec![4, 5, 6]))));
         assert_eq!(*copy_out(&q, 11, 15), [2, 3, 4, 5]);
         assert_eq!(*copy_out(&q, 0, 100), [1, 2, 3, 4, 5, 6]);
         assert!(matches!(copy_out(&q, 13, 15), Bytes::Shared(..)));

@@ -158,8 +158,13 @@ fn sequential_reads_share_one_download() {
 
 #[test]
 fn random_reads_match_and_rereads_come_from_the_block_cache() {
-    let (r, fs) = setup();
-    let data = pattern(5 * 1024 * 1024);
+    let (r, _) = setup();
+    let cfg = FsConfig {
+        block_cache: 64 << 20,
+        ..FsConfig::default()
+    };
+    let fs = FtpFs::new(Arc::clone(&r) as Arc<dyn Remote>, cfg);
+    let data = pattern(40 * 1024 * 1024);
     r.add_file("/big", &data);
     let a = fs.lookup(ROOT, "big").unwrap();
     let (fh, _) = fs.open(a.ino, libc::O_RDONLY).unwrap();
