@@ -150,8 +150,8 @@ pub struct FtpFs {
     local_mtimes: Mutex<HashMap<u64, (SystemTime, Option<SystemTime>)>>,
     /// Ourselves, for background work (empty when not built with `new_shared`).
     me: Weak<FtpFs>,
-    /// Uploads retried in the background after close: (count, signal).
-    background: Arc<(Mutex<usize>, Condvar)>,
+    /// Uploads retried in the background after close: (inode -> path, signal).
+    background: Arc<(Mutex<HashMap<u64, String>>, Condvar)>,
 }
 
 /// Above this many inodes, those the kernel does not hold are pruned.
@@ -175,7 +175,7 @@ impl FtpFs {
             mounted_at: SystemTime::now(),
             writes: Mutex::new(HashMap::new()),
             local_mtimes: Mutex::new(HashMap::new()),
-            background: Arc::new((Mutex::new(0), Condvar::new())),
+            background: Arc::new((Mutex::new(HashMap::new()), Condvar::new())),
             me: Weak::new(),
         }
     }

@@ -401,19 +401,43 @@ impl FtpFs {
             self.forget_write_state_if_idle(ino);
             return;
         };
-        let (count, _) = &*self.background;
-        *lock(count) += 1;
+        let path = self.path_of(ino).unwrap_or_default();
+        let (pending, _) = &*self.background;
+        lock(pending).insert(ino, path);
         let spawned = std::thread::Builder::new()
             .name("ftpfs-upload".into())
             .spawn(move || {
                 fs.retry_upload(ino);
-                let (count, cv) = &*fs.background;
-                *lock(count) -= 1;
+                let (pending, cv) = &*fs.background;
+                lock(pending).remove(&ino);
                 cv.notify_all();
             });
         if spawned.is_err() {
-            *lock(count) -= 1;
+            lock(pending).remove(&ino);
             log::error!("cannot start a retry thread");
+            self.keep_unsaved(ino);
+        }
+    }
+
+    /// Gives up on the unsaved changes of `ino`: keeps a copy of them in the
+    /// spool directory and says where.
+    fn keep_unsaved(&self, ino: u64) {
+        let Some(ws) = lock(&self.writes).remove(&ino) else {
+            return;
+        };
+        let ws = lock(&ws);
+        if !ws.dirty || ws.unlinked {
+            return;
+        }
+        let path = self.path_of(ino).unwrap_or_default();
+        match ws.keep_spool(&path) {
+            Ok(p) => log::error!(
+                "upload of {path} failed for good; its content is kept in {}",
+                p.display()
+            ),
+            Err(e) => {
+                log::error!("upload of {path} failed for good, and keeping it failed too: {e}")
+            }
         }
     }
 
@@ -440,41 +464,36 @@ impl FtpFs {
                 }
             }
         }
-        let Some(ws) = lock(&self.writes).remove(&ino) else {
-            return;
-        };
-        let ws = match Arc::try_unwrap(ws) {
-            Ok(m) => m.into_inner().unwrap_or_else(|p| p.into_inner()),
-            Err(_) => {
-                log::error!("upload of {path} failed for good; its data stays in memory");
-                return;
-            }
-        };
-        match ws.keep_spool() {
-            Some(p) => log::error!(
-                "upload of {path} failed for good; its content is kept in {}",
-                p.display()
-            ),
-            None => log::error!("upload of {path} failed for good and its spool is lost"),
-        }
+        self.keep_unsaved(ino);
     }
 
-    /// Waits (up to `unmount_wait`) for uploads retried in the background.
+    /// At exit: waits (up to `unmount_wait`) for uploads retried in the background,
+    /// with a log line for each; whatever is still unsaved after that is kept on disk.
     pub fn wait_for_uploads(&self) {
-        let (count, cv) = &*self.background;
+        let (pending, cv) = &*self.background;
         let deadline = std::time::Instant::now() + self.cfg.unmount_wait;
-        let mut n = lock(count);
-        while *n > 0 {
-            log::warn!("waiting for {} upload(s) to finish before exiting", *n);
+        let mut announced = std::collections::HashSet::new();
+        let mut p = lock(pending);
+        while !p.is_empty() {
+            for (ino, path) in p.iter() {
+                if announced.insert(*ino) {
+                    log::warn!("waiting for the upload of {path} before exiting");
+                }
+            }
             let now = std::time::Instant::now();
             if now >= deadline {
-                log::error!("giving up on {} upload(s)", *n);
-                return;
+                log::error!("giving up waiting for {} upload(s)", p.len());
+                break;
             }
-            n = cv
-                .wait_timeout(n, (deadline - now).min(Duration::from_secs(5)))
+            p = cv
+                .wait_timeout(p, (deadline - now).min(Duration::from_secs(5)))
                 .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+        drop(p);
+        let unsaved: Vec<u64> = lock(&self.writes).keys().copied().collect();
+        for ino in unsaved {
+            self.keep_unsaved(ino);
         }
     }
 

@@ -442,3 +442,25 @@ fn o_trunc_shows_a_new_mtime_at_once() {
     f.fs.release(w);
     assert!(f.fs.getattr(a.ino).unwrap().mtime > old);
 }
+
+#[test]
+fn unsaved_data_is_kept_on_disk_when_ftpfs_gives_up() {
+    let f = setup();
+    f.r.disk_full.store(true, Ordering::SeqCst);
+    let (_, fh) =
+        f.fs.create(d(&f), "report.txt", 0o644, libc::O_WRONLY)
+            .unwrap();
+    f.fs.write(fh, 0, b"precious").unwrap();
+    assert_eq!(f.fs.flush(fh), Err(Errno(libc::ENOSPC)));
+    f.fs.release(fh);
+    f.fs.wait_for_uploads();
+    let kept: Vec<_> = std::fs::read_dir(f._spool.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.to_string_lossy().contains("unsaved-") && p.to_string_lossy().ends_with("report.txt")
+        })
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(std::fs::read(&kept[0]).unwrap(), b"precious");
+}

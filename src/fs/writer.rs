@@ -374,9 +374,32 @@ impl WriteState {
         }
     }
 
-    /// Keeps the spool file after a final failure and says where it is.
-    pub fn keep_spool(self) -> Option<PathBuf> {
-        self.spool.keep().ok().map(|(_, p)| p)
+    /// Keeps a copy of the content that outlives the spool (a hard link named
+    /// after the file, next to the spool) and returns where it is.
+    pub fn keep_spool(&self, path: &str) -> io::Result<PathBuf> {
+        let base: String = path
+            .rsplit('/')
+            .next()
+            .unwrap_or("file")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || ".-_".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let dir = self.spool.path().parent().unwrap_or(Path::new("."));
+        for n in 0..1000 {
+            let kept = dir.join(format!("unsaved-{n}-{base}"));
+            match std::fs::hard_link(self.spool.path(), &kept) {
+                Ok(()) => return Ok(kept),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::other("no free name to keep the spool under"))
     }
 }
 
