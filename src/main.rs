@@ -104,6 +104,8 @@ fn run(args: Args) -> Result<(), String> {
         daemon::daemonize().map_err(|e| format!("cannot go to the background: {e}"))?
     };
     let signals = daemon::block_signals();
+    // Threads start only now: after the fork, and with the signals blocked.
+    remote.pool().start_keepalive();
 
     let remote = Arc::new(remote);
     let filesystem = fs::FtpFs::new_shared(Arc::clone(&remote) as _, fs_cfg);

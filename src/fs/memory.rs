@@ -2,7 +2,7 @@
 //! It counts the operations it serves, so tests can check round trips.
 
 use std::collections::BTreeMap;
-use std::io::{Cursor, Write};
+use std::io::{Cursor, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -32,6 +32,8 @@ pub struct MemoryRemote {
     pub disk_full: AtomicBool,
     /// Makes renames fail, as on servers that forbid them.
     pub no_rename: AtomicBool,
+    /// The next download breaks after this many bytes, as a dropped data connection.
+    pub break_next_read_after: Mutex<Option<usize>>,
 }
 
 impl MemoryRemote {
@@ -152,7 +154,19 @@ impl Remote for MemoryRemote {
         match self.lock().get(path) {
             Some(Node::File(d, _, _)) => {
                 let start = (offset as usize).min(d.len());
-                Ok(Box::new(Cursor::new(d[start..].to_vec())))
+                let data = d[start..].to_vec();
+                let brk = self
+                    .break_next_read_after
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+                match brk {
+                    Some(n) => Ok(Box::new(Breaking {
+                        data: Cursor::new(data),
+                        left: n,
+                    })),
+                    None => Ok(Box::new(Cursor::new(data))),
+                }
             }
             Some(_) => Err(RemoteError::new(ErrorKind::IsADirectory, path)),
             None => Err(RemoteError::new(ErrorKind::NotFound, path)),
@@ -276,6 +290,24 @@ impl Remote for MemoryRemote {
             Some(_) => Ok(()),
             None => Err(RemoteError::new(ErrorKind::NotFound, path)),
         }
+    }
+}
+
+/// A download that fails after `left` bytes.
+struct Breaking {
+    data: Cursor<Vec<u8>>,
+    left: usize,
+}
+
+impl std::io::Read for Breaking {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        }
+        let n = buf.len().min(self.left);
+        let got = self.data.read(&mut buf[..n])?;
+        self.left -= got;
+        Ok(got)
     }
 }
 

@@ -31,6 +31,8 @@ const MAX_WINDOW: u64 = 8 * 1024 * 1024;
 const KEEP_BEHIND: u64 = BLOCK;
 /// A forward jump up to this far is read through instead of restarting the download.
 const SKIP_AHEAD: u64 = 4 * 1024 * 1024;
+/// How many times a download that broke is resumed (REST at the exact offset reached).
+const RESUME_ATTEMPTS: u32 = 3;
 /// A paused stream whose reader has not asked for anything in this long is closed.
 const IDLE_RELEASE: Duration = Duration::from_secs(3);
 
@@ -270,10 +272,19 @@ impl Stream {
         });
         let producer = Arc::clone(&shared);
         let cache = Arc::clone(cache);
+        let remote = Arc::clone(remote);
         let path = path.to_string();
         std::thread::Builder::new()
             .name("ftpfs-read".into())
-            .spawn(move || produce(source, producer, key, start, cache, path))
+            .spawn(move || {
+                let source = Source {
+                    stream: source,
+                    remote,
+                    path,
+                    resumes: 0,
+                };
+                produce(source, producer, key, start, cache)
+            })
             .map_err(|e| RemoteError::new(ErrorKind::Connection, format!("spawn: {e}")))?;
         Ok(Stream { shared, start })
     }
@@ -367,16 +378,52 @@ fn copy_out(chunks: &VecDeque<(u64, Arc<Block>)>, from: u64, to: u64) -> Bytes {
     Bytes::Owned(out)
 }
 
+/// Where a producer gets its bytes: the download, and what it needs to resume it.
+struct Source {
+    stream: Box<dyn Read + Send>,
+    remote: Arc<dyn Remote>,
+    path: String,
+    resumes: u32,
+}
+
+impl Source {
+    /// Reads into `buf` at file offset `pos`; a broken download is resumed there
+    /// (a few times, with a short pause) so that the bytes still line up.
+    fn read_at(&mut self, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+        loop {
+            match self.stream.read(buf) {
+                Err(e)
+                    if e.kind() != std::io::ErrorKind::Interrupted
+                        && self.resumes < RESUME_ATTEMPTS =>
+                {
+                    self.resumes += 1;
+                    log::warn!(
+                        "download of {} broke at {pos} ({e}); resuming (attempt {})",
+                        self.path,
+                        self.resumes
+                    );
+                    std::thread::sleep(Duration::from_millis(200 * u64::from(self.resumes)));
+                    match self.remote.open_read(&self.path, pos) {
+                        Ok(s) => self.stream = s,
+                        Err(r) => log::warn!("resuming {} failed: {}", self.path, r.message),
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
 /// The producer: reads whole blocks ahead of the consumer until the end, an error,
 /// cancellation, or a long pause.
 fn produce(
-    mut source: Box<dyn Read + Send>,
+    mut source: Source,
     shared: Arc<Shared>,
     key: FileKey,
     start: u64,
     cache: Arc<BlockCache>,
-    path: String,
 ) {
+    let path = source.path.clone();
     let mut pos = start;
     loop {
         {
@@ -408,7 +455,7 @@ fn produce(
             if filled == block.len() {
                 break Ok(());
             }
-            match source.read(&mut block[filled..]) {
+            match source.read_at(&mut block[filled..], pos + filled as u64) {
                 Ok(0) => break Ok(()), // the end of the file
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}

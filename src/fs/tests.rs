@@ -257,3 +257,23 @@ fn opening_directories_and_missing_files_fails_cleanly() {
     assert_eq!(fs.getattr(9999).err(), Some(Errno(libc::ENOENT)));
     assert_eq!(fs.read(777, 0, 1).err(), Some(Errno(libc::EBADF)));
 }
+
+#[test]
+fn a_download_that_breaks_is_resumed_at_the_exact_offset() {
+    let (r, fs) = setup();
+    let data = pattern(3 * 1024 * 1024 + 5);
+    r.add_file("/big", &data);
+    *r.break_next_read_after.lock().unwrap() = Some(1_234_567);
+    let a = fs.lookup(ROOT, "big").unwrap();
+    let (fh, _) = fs.open(a.ino, libc::O_RDONLY).unwrap();
+    let mut got = Vec::new();
+    loop {
+        let chunk = fs.read(fh, got.len() as u64, 1 << 20).unwrap();
+        if chunk.is_empty() {
+            break;
+        }
+        got.extend_from_slice(&chunk);
+    }
+    assert!(got == data, "bytes differ after the resume");
+    assert_eq!(r.opens.load(Ordering::SeqCst), 2, "one resume");
+}

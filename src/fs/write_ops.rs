@@ -255,7 +255,15 @@ impl FtpFs {
             });
             ws.pending_mode = old_mode.filter(|m| *m != DEFAULT_FILE_MODE);
         }
-        if let Err(e) = ws.upload(&*self.remote, &path, self.cfg.upload_mode) {
+        // A broken connection gets one more try at once (a whole new upload).
+        let mut result = ws.upload(&*self.remote, &path, self.cfg.upload_mode);
+        if let Err(e) = &result {
+            if e.kind.is_transient() {
+                log::warn!("upload of {path} failed ({}); trying again", e.message);
+                result = ws.upload(&*self.remote, &path, self.cfg.upload_mode);
+            }
+        }
+        if let Err(e) = result {
             log::error!("upload of {path} failed: {}", e.message);
             return Err(e.into());
         }

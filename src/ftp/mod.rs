@@ -100,6 +100,8 @@ impl FtpRemote {
                 Ok(v) => return Ok(v),
                 Err(e) if e.kind.is_transient() => {
                     pc.mark_broken();
+                    drop(pc);
+                    self.pool.discard_idle();
                     log::warn!("{} (attempt {})", e.message, attempt + 1);
                     last = Some(e);
                 }
@@ -188,7 +190,10 @@ impl Remote for FtpRemote {
             let pc = self.pool.get(Purpose::Transfer)?;
             match read_stream::open(pc, &full, offset) {
                 Ok(s) => return Ok(s),
-                Err(e) if e.kind.is_transient() => last = Some(e),
+                Err(e) if e.kind.is_transient() => {
+                    self.pool.discard_idle();
+                    last = Some(e)
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -202,7 +207,11 @@ impl Remote for FtpRemote {
             let mut pc = self.pool.get(Purpose::Transfer)?;
             match upload::store(&mut pc, &full, data) {
                 Ok(n) => return Ok(n),
-                Err(e) if e.kind.is_transient() => last = Some(e),
+                Err(e) if e.kind.is_transient() => {
+                    drop(pc);
+                    self.pool.discard_idle();
+                    last = Some(e)
+                }
                 Err(e) => return Err(e),
             }
         }

@@ -4,8 +4,8 @@
 //! unless it was marked broken. Idle connections are checked with NOOP before reuse,
 //! and transfers may take all but one connection, so listings never starve behind reads.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use suppaftp::Mode;
@@ -15,6 +15,11 @@ use crate::remote::{ErrorKind, RemoteError, RemoteResult};
 
 /// After this long unused, a pooled connection is checked with NOOP before reuse.
 const VALIDATE_AFTER: Duration = Duration::from_secs(15);
+/// How often idle connections are looked after.
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(30);
+/// Idle longer than this, one connection is kept alive with NOOP and the rest closed,
+/// well before servers' usual idle timeouts (300 s for vsftpd and pyftpdlib).
+const IDLE_LIMIT: Duration = Duration::from_secs(60);
 
 /// What a connection is wanted for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +41,10 @@ struct State {
 
 pub struct Pool {
     cfg: ConnConfig,
+    /// The configured size.
     max: usize,
+    /// The size in use: lowered when the server says it has too many connections.
+    limit: AtomicUsize,
     state: Mutex<State>,
     freed: Condvar,
     features: OnceLock<Features>,
@@ -47,15 +55,79 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(cfg: ConnConfig, max: usize) -> Arc<Pool> {
-        Arc::new(Pool {
+        let pool = Arc::new(Pool {
             cfg,
             max: max.max(1),
+            limit: AtomicUsize::new(max.max(1)),
             state: Mutex::new(State::default()),
             freed: Condvar::new(),
             features: OnceLock::new(),
             epsv: AtomicBool::new(true),
             next_id: AtomicU64::new(1),
-        })
+        });
+        pool
+    }
+
+    /// Starts the thread that looks after idle connections. Separate from `new`
+    /// because the process may still fork (to go to the background) after logging in.
+    pub fn start_keepalive(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let _ = std::thread::Builder::new()
+            .name("ftpfs-keepalive".into())
+            .spawn(move || keepalive(weak));
+    }
+
+    /// The size asked for with `-o connections`.
+    pub fn configured_size(&self) -> usize {
+        self.max
+    }
+
+    /// The number of connections in use at most (the server may have lowered it).
+    pub fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Closes every idle connection: after one broke, the others (from before a
+    /// server restart, say) are likely broken too.
+    pub fn discard_idle(&self) {
+        let idle: Vec<Conn> = {
+            let mut st = self.lock();
+            let v: Vec<Conn> = st.idle.drain(..).collect();
+            st.total -= v.len();
+            v
+        };
+        if !idle.is_empty() {
+            log::debug!("discarding {} idle connection(s)", idle.len());
+            self.freed.notify_all();
+        }
+    }
+
+    /// One round of keep-alive: idle connections past [`IDLE_LIMIT`] are closed,
+    /// except one, which is kept alive with NOOP.
+    fn tend_idle(&self) {
+        let stale: Vec<Conn> = {
+            let mut st = self.lock();
+            let (old, fresh): (Vec<Conn>, Vec<Conn>) = st
+                .idle
+                .drain(..)
+                .partition(|c| c.last_used.elapsed() >= IDLE_LIMIT);
+            st.idle = fresh;
+            st.total -= old.len();
+            old
+        };
+        let mut keep_one = self.lock().idle.is_empty();
+        for mut c in stale {
+            if keep_one && c.noop() {
+                keep_one = false;
+                c.last_used = Instant::now();
+                let mut st = self.lock();
+                st.idle.push(c);
+                st.total += 1;
+            } else {
+                c.quit();
+            }
+        }
+        self.freed.notify_all();
     }
 
     pub fn config(&self) -> &ConnConfig {
@@ -86,9 +158,10 @@ impl Pool {
     /// (up to the I/O timeout) for one to be returned.
     pub fn get(self: &Arc<Self>, purpose: Purpose) -> RemoteResult<PooledConn> {
         let deadline = Instant::now() + self.cfg.timeout;
-        let transfer_cap = if self.max > 1 { self.max - 1 } else { 1 };
         let mut st = self.lock();
         loop {
+            let limit = self.limit();
+            let transfer_cap = if limit > 1 { limit - 1 } else { 1 };
             let may_transfer = purpose == Purpose::Command || st.transfers < transfer_cap;
             if may_transfer {
                 if let Some(mut conn) = st.idle.pop() {
@@ -108,19 +181,34 @@ impl Pool {
                     }
                     return Ok(self.wrap(conn, purpose));
                 }
-                if st.total < self.max {
+                if st.total < limit {
                     st.total += 1;
                     if purpose == Purpose::Transfer {
                         st.transfers += 1;
                     }
                     drop(st);
-                    return match self.open() {
-                        Ok(conn) => Ok(self.wrap(conn, purpose)),
+                    match self.open() {
+                        Ok(conn) => return Ok(self.wrap(conn, purpose)),
                         Err(e) => {
                             self.release_slot(purpose);
-                            Err(e)
+                            if !too_many_connections(&e) {
+                                return Err(e);
+                            }
+                            let others = self.lock().total;
+                            if others == 0 {
+                                return Err(e);
+                            }
+                            // The server allows only as many as we have: use that many and wait.
+                            self.limit.store(others, Ordering::Relaxed);
+                            log::warn!(
+                                "server refused connection {} ({}); using {others} from now on",
+                                others + 1,
+                                e.message
+                            );
+                            st = self.lock();
+                            continue;
                         }
-                    };
+                    }
                 }
             }
             let now = Instant::now();
@@ -209,6 +297,24 @@ impl Pool {
         };
         for c in idle {
             c.quit();
+        }
+    }
+}
+
+/// Whether a failed connect or login means the server has too many connections
+/// (421, or a 530 saying so, as some servers do).
+fn too_many_connections(e: &RemoteError) -> bool {
+    let m = e.message.to_ascii_lowercase();
+    m.contains("421") || m.contains("too many")
+}
+
+/// Looks after idle connections until the pool is gone.
+fn keepalive(pool: Weak<Pool>) {
+    loop {
+        std::thread::sleep(KEEPALIVE_EVERY);
+        match pool.upgrade() {
+            Some(p) => p.tend_idle(),
+            None => return,
         }
     }
 }
