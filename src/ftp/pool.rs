@@ -55,7 +55,7 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(cfg: ConnConfig, max: usize) -> Arc<Pool> {
-        let pool = Arc::new(Pool {
+        Arc::new(Pool {
             cfg,
             max: max.max(1),
             limit: AtomicUsize::new(max.max(1)),
@@ -64,8 +64,7 @@ impl Pool {
             features: OnceLock::new(),
             epsv: AtomicBool::new(true),
             next_id: AtomicU64::new(1),
-        });
-        pool
+        })
     }
 
     /// Starts the thread that looks after idle connections. Separate from `new`
