@@ -150,6 +150,22 @@ mod tests {
         assert_eq!(classify(299, "299 odd"), ErrorKind::Protocol);
     }
 
+    proptest::proptest! {
+        /// Any code and any text, however hostile, classify without a panic.
+        #[test]
+        fn classify_never_panics(code in 0u32..1000, text in proptest::prelude::any::<String>()) {
+            let _ = classify(code, &text);
+        }
+
+        #[test]
+        fn unexpected_replies_become_errors(code in 100u32..600, body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let resp = suppaftp::types::Response::new(suppaftp::Status::from(code), body);
+            let e = from_ftp("CMD x", FtpError::UnexpectedResponse(resp));
+            proptest::prop_assert!(e.message.starts_with("CMD x"));
+            proptest::prop_assert!(e.errno() > 0);
+        }
+    }
+
     #[test]
     fn timeouts_are_told_apart_from_broken_connections() {
         let t = from_io("RETR /x", &io::Error::from(io::ErrorKind::TimedOut));
