@@ -30,6 +30,10 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+mod proxy;
+#[allow(unused_imports)] // not every test binary uses the proxy
+pub use proxy::{ControlReset, DataAction, DataFault, Faults, Proxy, ProxyConfig, Stats};
+
 /// System user used for vsftpd logins (created on demand, see [`ensure_vsftpd_user`]).
 pub const VSFTPD_USER: &str = "ftpfstest";
 /// Password of [`VSFTPD_USER`].
