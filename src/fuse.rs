@@ -93,7 +93,8 @@ fn file_attr(a: &Attr) -> FileAttr {
         uid: a.uid,
         gid: a.gid,
         rdev: 0,
-        blksize: 128 * 1024,
+        // Tools size their buffers by this: 1 MiB matches the largest FUSE request.
+        blksize: MAX_IO,
         flags: 0,
     }
 }
