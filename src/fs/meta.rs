@@ -41,6 +41,11 @@ impl Listing {
         self.index.get(name).map(|&i| &self.entries[i])
     }
 
+    /// Where `name` stands in the listing.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
     /// Adds or replaces an entry.
     pub fn upsert(&mut self, e: Entry) {
         match self.index.get(&e.name) {
@@ -76,6 +81,9 @@ struct Inner {
     dirs: LruCache<String, Cached>,
     entries: usize,
     in_flight: HashMap<String, Flight>,
+    /// Directories changed by us while a listing of them was being fetched: that
+    /// listing may predate the change, so it must not be trusted as fresh.
+    changed_in_flight: std::collections::HashSet<String>,
 }
 
 pub struct MetaCache {
@@ -96,6 +104,7 @@ impl MetaCache {
                 dirs: LruCache::unbounded(),
                 entries: 0,
                 in_flight: HashMap::new(),
+                changed_in_flight: Default::default(),
             }),
             hits: 0.into(),
             misses: 0.into(),
@@ -160,8 +169,14 @@ impl MetaCache {
         {
             let mut inner = self.lock();
             inner.in_flight.remove(dir);
+            let raced = inner.changed_in_flight.remove(dir);
             if let Ok(l) = &result {
-                self.insert_locked(&mut inner, dir, Arc::clone(l));
+                if raced {
+                    // Serve it to the waiting callers, but list again next time.
+                    log::debug!("listing of {dir} raced with a change; not caching it");
+                } else {
+                    self.insert_locked(&mut inner, dir, Arc::clone(l));
+                }
             }
         }
         let (lock, cv) = &*flight;
@@ -193,6 +208,9 @@ impl MetaCache {
     /// Forgets a directory's listing (after a change to it).
     pub fn invalidate(&self, dir: &str) {
         let mut inner = self.lock();
+        if inner.in_flight.contains_key(dir) {
+            inner.changed_in_flight.insert(dir.to_string());
+        }
         if let Some(old) = inner.dirs.pop(dir) {
             inner.entries -= old.listing.entries.len();
         }
@@ -213,12 +231,22 @@ impl MetaCache {
                 inner.entries -= old.listing.entries.len();
             }
         }
+        let racing: Vec<String> = inner
+            .in_flight
+            .keys()
+            .filter(|k| *k == dir || k.starts_with(&prefix))
+            .cloned()
+            .collect();
+        inner.changed_in_flight.extend(racing);
     }
 
     /// Applies our own change to a cached listing, keeping its age; a directory
     /// that is not cached is left alone (its next listing shows the change).
     pub fn update(&self, dir: &str, change: impl FnOnce(&mut Listing)) {
         let mut inner = self.lock();
+        if inner.in_flight.contains_key(dir) {
+            inner.changed_in_flight.insert(dir.to_string());
+        }
         let Some(c) = inner.dirs.get_mut(dir) else {
             return;
         };
@@ -374,6 +402,23 @@ mod tests {
         c.invalidate_tree("/d");
         assert!(c.fresh("/d").is_none() && c.fresh("/d/sub").is_none());
         assert!(c.fresh("/d/sub/deeper").is_none());
+    }
+
+    #[test]
+    fn a_listing_fetched_across_our_change_is_not_cached() {
+        let c = MetaCache::new(Duration::from_secs(60), 1000);
+        let l = c
+            .listing("/d", || {
+                // our own change lands while the server's answer is on its way
+                c.update("/d", |l| l.upsert(Entry::new("new", EntryKind::File, 1)));
+                Ok(entries(1))
+            })
+            .unwrap();
+        assert!(
+            l.get("new").is_none(),
+            "the fetched listing predates the change"
+        );
+        assert!(c.fresh("/d").is_none(), "so it is not trusted afterwards");
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod inodes;
 pub mod memory;
 pub mod meta;
 mod namespace;
+mod prefetch;
 pub mod reader;
 #[cfg(test)]
 mod tests;
@@ -148,6 +149,8 @@ pub struct FtpFs {
     /// Modification times we set, by inode, with the server's time when we set them:
     /// LIST shows only minutes, and some servers cannot store times at all.
     local_mtimes: Mutex<HashMap<u64, (SystemTime, Option<SystemTime>)>>,
+    /// Background downloads of the small files a directory walk will open next.
+    prefetch: prefetch::Prefetcher,
     /// Ourselves, for background work (empty when not built with `new_shared`).
     me: Weak<FtpFs>,
     /// Uploads retried in the background after close: (inode -> path, signal).
@@ -177,6 +180,7 @@ impl FtpFs {
             local_mtimes: Mutex::new(HashMap::new()),
             background: Arc::new((Mutex::new(HashMap::new()), Condvar::new())),
             me: Weak::new(),
+            prefetch: prefetch::Prefetcher::default(),
         }
     }
 

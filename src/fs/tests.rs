@@ -277,3 +277,53 @@ fn a_download_that_breaks_is_resumed_at_the_exact_offset() {
     assert!(got == data, "bytes differ after the resume");
     assert_eq!(r.opens.load(Ordering::SeqCst), 2, "one resume");
 }
+
+#[test]
+fn a_walk_through_small_files_prefetches_the_next_ones() {
+    let (r, fs) = setup();
+    r.add_dir("/many");
+    for i in 0..20 {
+        r.add_file(&format!("/many/f{i:02}"), format!("content {i}").as_bytes());
+    }
+    let dir = fs.lookup(ROOT, "many").unwrap();
+    let dh = fs.opendir(dir.ino).unwrap();
+    fs.releasedir(dh);
+    let read_all = |i: usize| {
+        let a = fs.lookup(dir.ino, &format!("f{i:02}")).unwrap();
+        let (fh, _) = fs.open(a.ino, libc::O_RDONLY).unwrap();
+        let got = fs.read(fh, 0, 4096).unwrap().to_vec();
+        fs.release(fh);
+        assert_eq!(got, format!("content {i}").as_bytes());
+    };
+    let settle = || {
+        for _ in 0..500 {
+            if fs.prefetch.idle() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("prefetch never finished");
+    };
+    read_all(0);
+    read_all(1);
+    settle();
+    let before = r.opens.load(Ordering::SeqCst);
+    read_all(2);
+    read_all(3);
+    assert_eq!(
+        r.opens.load(Ordering::SeqCst),
+        before,
+        "2 and 3 came prefetched"
+    );
+    for i in 4..20 {
+        read_all(i);
+        // a real server takes a while per file: the prefetch stays ahead
+        settle();
+    }
+    assert_eq!(r.opens.load(Ordering::SeqCst), 20, "each file fetched once");
+    let (_, _, block_hits, _) = fs.cache_stats();
+    assert!(
+        block_hits >= 15,
+        "only {block_hits} files came from the prefetch"
+    );
+}

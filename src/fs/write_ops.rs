@@ -116,12 +116,40 @@ impl FtpFs {
         };
         let unchanged = lock(&self.opened_versions).insert(ino, key) == Some(key);
         let keep_cache = unchanged && self.write_state(ino).is_none();
+        if !write {
+            self.prefetch_after(ino, &path);
+        }
         let fh = self.add_handle(Handle::File {
             ino,
             reader: Mutex::new(Reader::new(path, key)),
             write,
         });
         Ok((fh, keep_cache))
+    }
+
+    /// A walk through a directory's files: fetch the next small ones in the background.
+    fn prefetch_after(&self, ino: u64, path: &str) {
+        let Some((dir_path, name)) = split_path(path) else {
+            return;
+        };
+        let Some(dir) = lock(&self.inodes).parent(ino) else {
+            return;
+        };
+        let Some(listing) = self.meta.fresh(dir_path) else {
+            return;
+        };
+        let Some(position) = listing.position(name) else {
+            return;
+        };
+        if !self.prefetch.opened(dir, position) {
+            return;
+        }
+        let candidates = {
+            let mut inodes = lock(&self.inodes);
+            let mut ino_of = |n: &str| inodes.get_or_insert(dir, n);
+            super::prefetch::next_small_files(&listing.entries, position, dir_path, &mut ino_of)
+        };
+        self.prefetch.fetch(&self.remote, &self.blocks, candidates);
     }
 
     /// Creates and opens a new file (or opens an existing one without O_EXCL).
@@ -175,6 +203,7 @@ impl FtpFs {
                 return Ok(Bytes::Owned(ws.read(offset, size)?));
             }
         }
+        self.prefetch.wait_for(*ino, self.cfg.timeout);
         let mut reader = lock(reader);
         Ok(reader.read(
             &self.remote,
