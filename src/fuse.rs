@@ -418,8 +418,17 @@ impl Filesystem for FuseAdapter {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match run("opendir", || self.fs.opendir(ino.0)) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+        match run("opendir", || self.fs.opendir_cached(ino.0)) {
+            Ok((fh, keep)) => {
+                // The kernel may cache readdir results; it keeps them only while
+                // the listing is unchanged, and drops them itself when we change
+                // the directory through the mount.
+                let mut flags = FopenFlags::FOPEN_CACHE_DIR;
+                if keep {
+                    flags |= FopenFlags::FOPEN_KEEP_CACHE;
+                }
+                reply.opened(FileHandle(fh), flags)
+            }
             Err(e) => reply.error(e),
         }
     }

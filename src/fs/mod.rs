@@ -149,6 +149,8 @@ pub struct FtpFs {
     /// Modification times we set, by inode, with the server's time when we set them:
     /// LIST shows only minutes, and some servers cannot store times at all.
     local_mtimes: Mutex<HashMap<u64, (SystemTime, Option<SystemTime>)>>,
+    /// The listing (identity, length) served at each directory's last opendir.
+    dir_versions: Mutex<HashMap<u64, (usize, usize)>>,
     /// Background downloads of the small files a directory walk will open next.
     prefetch: prefetch::Prefetcher,
     /// Ourselves, for background work (empty when not built with `new_shared`).
@@ -181,6 +183,7 @@ impl FtpFs {
             background: Arc::new((Mutex::new(HashMap::new()), Condvar::new())),
             me: Weak::new(),
             prefetch: prefetch::Prefetcher::default(),
+            dir_versions: Mutex::new(HashMap::new()),
         }
     }
 
@@ -383,6 +386,19 @@ impl FtpFs {
     }
 
     /// Opens a directory: its listing is taken once, so offsets stay stable.
+    /// Opens a directory: its listing is taken once, so offsets stay stable. The
+    /// bool says whether the kernel may keep what it cached of an earlier readdir:
+    /// true when the listing is the very one served last time.
+    pub fn opendir_cached(&self, ino: u64) -> FsResult<(u64, bool)> {
+        let path = self.path_of(ino)?;
+        let fh = self.opendir(ino)?;
+        let listing = self.listing(&path)?;
+        let version = (Arc::as_ptr(&listing) as usize, listing.entries.len());
+        let clean = self.unsaved_in(ino).is_empty();
+        let same = lock(&self.dir_versions).insert(ino, version) == Some(version);
+        Ok((fh, same && clean))
+    }
+
     pub fn opendir(&self, ino: u64) -> FsResult<u64> {
         let path = self.path_of(ino)?;
         if ino != ROOT && self.entry_of(ino)?.1.kind != EntryKind::Dir {
