@@ -495,7 +495,9 @@ fn rewrite_same_size_reads_back_new_content(s: FtpServer) {
         // The same with a file written through the mount from the start.
         let name = format!("mine-{round}.txt");
         fs::write(m.path(&name), "first  \n").unwrap();
-        assert_eq!(fs::read(m.path(&name)).unwrap(), b"first  \n");
+        let back = fs::read(m.path(&name))
+            .unwrap_or_else(|e| panic!("reading back {name}: {e}\n{}", diag(&m, &s)));
+        assert_eq!(back, b"first  \n");
         fs::write(m.path(&name), "second \n").unwrap();
         assert_eq!(fs::read(s.path(&name)).unwrap(), b"second \n");
         assert_eq!(
