@@ -12,3 +12,4 @@ pub mod ftp;
 pub mod fuse;
 pub mod logging;
 pub mod remote;
+pub mod sync;

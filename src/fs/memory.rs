@@ -44,7 +44,7 @@ impl MemoryRemote {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Node>> {
-        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.nodes)
     }
 
     /// A file's content, if it is a file.
@@ -333,7 +333,7 @@ impl UploadStream for MemUpload {
         if self.fail {
             return Err(RemoteError::new(ErrorKind::NoSpace, "552 disk full"));
         }
-        let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut nodes = crate::sync::lock(&self.nodes);
         nodes.insert(
             self.path.clone(),
             Node::File(self.buf.clone(), SystemTime::now(), 0o644),

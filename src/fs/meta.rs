@@ -112,7 +112,7 @@ impl MetaCache {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.inner)
     }
 
     pub fn ttl(&self) -> Duration {
@@ -157,7 +157,7 @@ impl MetaCache {
         };
         if !leader {
             let (lock, cv) = &*flight;
-            let mut slot = lock.lock().unwrap_or_else(|p| p.into_inner());
+            let mut slot = crate::sync::lock(lock);
             while slot.is_none() {
                 slot = cv.wait(slot).unwrap_or_else(|p| p.into_inner());
             }
@@ -180,7 +180,7 @@ impl MetaCache {
             }
         }
         let (lock, cv) = &*flight;
-        *lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(result.clone());
+        *crate::sync::lock(lock) = Some(result.clone());
         cv.notify_all();
         result
     }

@@ -21,7 +21,7 @@ pub use write_ops::SetAttr;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use crate::remote::{Entry, EntryKind, ErrorKind, Remote, RemoteError};
@@ -162,9 +162,7 @@ pub struct FtpFs {
 /// Above this many inodes, those the kernel does not hold are pruned.
 const INODE_SOFT_LIMIT: usize = 100_000;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+pub(crate) use crate::sync::lock;
 
 impl FtpFs {
     pub fn new(remote: Arc<dyn Remote>, cfg: FsConfig) -> Self {

@@ -97,10 +97,7 @@ impl Prefetcher {
             if now >= deadline {
                 return;
             }
-            busy = cv
-                .wait_timeout(busy, deadline - now)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
+            busy = crate::sync::wait(cv, busy, deadline - now);
         }
     }
 }

@@ -58,7 +58,7 @@ pub struct Block(Vec<u8>);
 impl Block {
     /// A buffer of `BLOCK` bytes: a recycled one if there is one.
     fn buffer() -> Vec<u8> {
-        let recycled = SPARE.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let recycled = crate::sync::lock(&SPARE).pop();
         let mut v = recycled.unwrap_or_default();
         v.resize(BLOCK as usize, 0); // zeroes only what was never written
         v
@@ -82,7 +82,7 @@ impl Drop for Block {
     fn drop(&mut self) {
         let v = std::mem::take(&mut self.0);
         if v.capacity() == BLOCK as usize {
-            let mut spare = SPARE.lock().unwrap_or_else(|p| p.into_inner());
+            let mut spare = crate::sync::lock(&SPARE);
             if spare.len() < SPARE_BLOCKS {
                 spare.push(v);
             }
@@ -134,9 +134,7 @@ impl BlockCache {
     }
 
     fn lock(&self) -> Option<MutexGuard<'_, Blocks>> {
-        self.blocks
-            .as_ref()
-            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
+        self.blocks.as_ref().map(|m| crate::sync::lock(m))
     }
 
     pub fn insert(&self, key: FileKey, index: u64, data: Arc<Block>) {
@@ -228,7 +226,7 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, StreamState> {
-        self.st.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.st)
     }
 }
 
@@ -347,12 +345,7 @@ impl Stream {
                     "timed out waiting for download data",
                 ));
             }
-            st = self
-                .shared
-                .cv
-                .wait_timeout(st, deadline - now)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
+            st = crate::sync::wait(&self.shared.cv, st, deadline - now);
         }
     }
 }
@@ -439,11 +432,7 @@ fn produce(
                     log::debug!("read of {path} paused; closing its download at {pos}");
                     return;
                 }
-                st = shared
-                    .cv
-                    .wait_timeout(st, IDLE_RELEASE)
-                    .map(|(g, _)| g)
-                    .unwrap_or_else(|p| p.into_inner().0);
+                st = crate::sync::wait(&shared.cv, st, IDLE_RELEASE);
             }
             if st.cancelled {
                 return;

@@ -522,10 +522,7 @@ impl FtpFs {
                 log::error!("giving up waiting for {} upload(s)", p.len());
                 break;
             }
-            p = cv
-                .wait_timeout(p, (deadline - now).min(Duration::from_secs(5)))
-                .map(|(g, _)| g)
-                .unwrap_or_else(|e| e.into_inner().0);
+            p = crate::sync::wait(cv, p, (deadline - now).min(Duration::from_secs(5)));
         }
         drop(p);
         let unsaved: Vec<u64> = lock(&self.writes).keys().copied().collect();

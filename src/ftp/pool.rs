@@ -150,7 +150,7 @@ impl Pool {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     /// Checks out a connection, opening one if the pool has room, or waiting
@@ -217,11 +217,7 @@ impl Pool {
                     "timed out waiting for a free FTP connection",
                 ));
             }
-            st = self
-                .freed
-                .wait_timeout(st, deadline - now)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
+            st = crate::sync::wait(&self.freed, st, deadline - now);
         }
     }
 
