@@ -408,6 +408,9 @@ fn a_private_new_file_is_restricted_before_its_content_lands() {
     f.fs.flush(fh).unwrap();
     assert_eq!(f.r.content("/d/secret").unwrap(), b"password");
     assert_eq!(f.r.mode("/d/secret"), Some(0o600));
+    f.fs.release(fh);
+    let a = f.fs.lookup(d(&f), "secret").unwrap();
+    assert_eq!(a.perm, 0o600, "the mount shows the mode the server has");
 }
 
 #[test]
