@@ -6,6 +6,7 @@ Usage:
                  [--user U --password P] [--cmdlog FILE]
                  [--no-mlsd] [--single-thread] [--auth-failed-delay SECS]
                  [--max-upload BYTES] [--refuse-stor]
+                 [--idle-timeout SECS] [--garbage-list MODE]
                  [--quiet] [--watch-stdin]
 
 Prints "READY <port>" on stdout (flushed) once it is listening.
@@ -24,6 +25,17 @@ restarted one is cut back to its old size) and replies
 "552 Exceeded storage allocation.". Uploads within the limit are unaffected.
 --refuse-stor answers every STOR, APPE and STOU with "553 Permission denied."
 before any data is transferred (nothing is created); everything else works.
+--idle-timeout SECS closes a control connection that sent no command for
+SECS seconds, with "421 Control connection timed out." (pyftpdlib's default
+is 300), like vsftpd's idle_session_timeout.
+--garbage-list MODE answers LIST, MLSD and NLST of any directory whose name
+starts with "garbage" with nonsense (other directories list normally):
+  data          a "successful" listing (150 ... 226) of malformed lines: absurd
+                sizes and dates, lines without facts or codes, duplicate names,
+                names with "/", "." and "..", invalid UTF-8, a 200 KB line;
+  reply         a reply line without a code ("xyz garbage") and no transfer;
+  unterminated  a multi-line "150-" reply that never ends (the client must
+                time out).
 --watch-stdin makes the server exit when its stdin reaches EOF (useful for
 test harnesses: the server dies together with its parent).
 """
@@ -87,6 +99,20 @@ def parse_args(argv=None):
         "before any data connection is used",
     )
     p.add_argument(
+        "--idle-timeout",
+        type=float,
+        metavar="SECS",
+        help="close control connections idle for SECS seconds with 421 "
+        "(pyftpdlib's default: 300)",
+    )
+    p.add_argument(
+        "--garbage-list",
+        choices=GARBAGE_MODES,
+        metavar="MODE",
+        help="answer LIST/MLSD/NLST of directories named garbage* with "
+        "nonsense: " + ", ".join(GARBAGE_MODES),
+    )
+    p.add_argument(
         "--quiet", action="store_true", help="only log warnings and errors"
     )
     p.add_argument(
@@ -125,6 +151,72 @@ def mask(line):
 
 
 QUOTA_REPLY = "552 Exceeded storage allocation."
+
+GARBAGE_MODES = ("data", "reply", "unterminated")
+
+# Nonsense common to every listing format.
+_GARBAGE_COMMON = [
+    b"xyz garbage",
+    b"",
+    b"   ",
+    b"\x00\x01\x02 binary \xff\xfe junk",
+    b"name-with-invalid-utf8-\xff\xc3\x28",
+    b"A" * 200_000,
+]
+
+# MLSD-style nonsense (RFC 3659 facts with absurd values).
+GARBAGE_MLSD = [
+    b"type=file;size=99999999999999999999999;modify=99999999999999; huge",
+    b"type=file;size=18446744073709551615;modify=20991231235959; maxsize",
+    b"type=file;size=9223372036854775808;modify=00000000000000; over-i64",
+    b"type=file;size=-5;modify=abc; negative",
+    b"type=file;size=12abc;modify=2020; letters",
+    b"type=dir;size=0;modify=20200101000000; dup",
+    b"type=file;size=3;modify=20200101000000; dup",
+    b"type=file;size=1; with/slash",
+    b"type=file;size=1; ..",
+    b"type=cdir; .",
+    b"type=file;size=1; ",
+    b"type=OS.unix=slink:; emptylink",
+    b"type=file;unix.mode=99999999999;size=1; badmode",
+    b"type=file;unix.mode=0o7777777;size=1; bigmode",
+    b"type=" + b"x" * 5000 + b"; longtype",
+    b"size=5 nofactsemicolon",
+    b"=;=;=; eqs",
+    b";;;; semis",
+    b"type=file;size=10;modify=20200101000000; sane-mlsd.txt",
+]
+
+# LIST-style nonsense (ls -l and DOS formats with absurd values).
+GARBAGE_LIST = [
+    b"total 99999999999999999999",
+    b"-rw-r--r--   1 owner group 99999999999999999999999 Jan 01  2020 huge",
+    b"-rw-r--r--   1 owner group 18446744073709551615 Dec 31 23:59 maxsize",
+    b"-rw-r--r--   1 owner group 9223372036854775808 Dec 31  2020 over-i64",
+    b"-rw-r--r--   1 owner group -5 Jan 01  2020 negative",
+    b"drwxr-xr-x   1 owner group 0 Foo 99 99:99 baddate",
+    b"drwxr-xr-x   1 owner group 0 Jan 01  2020 dup",
+    b"-rw-r--r--   1 owner group 3 Jan 01  2020 dup",
+    b"-rw-r--r--   1 owner group 1 Jan 01  2020 with/slash",
+    b"-rw-r--r--   1 owner group 1 Jan 01  2020 ..",
+    b"-rw-r--r--   1 owner group 1 Jan 01  2020 ",
+    b"lrwxrwxrwx   1 owner group 1 Jan 01  2020 emptylink -> ",
+    b"?????????? ? ? ? ? ? ? ? weird",
+    b"99-99-99  99:99PM       <DIR>          dosdir",
+    b"01-01-20  01:00AM  99999999999999999999999 doshuge",
+    b"-rw-r--r--   1 owner group 10 Jan 01  2020 sane-list.txt",
+]
+
+
+def garbage_listing(cmd):
+    lines = GARBAGE_MLSD if cmd == "MLSD" else GARBAGE_LIST
+    out = []
+    for i, line in enumerate(lines):
+        out.append(line)
+        if i < len(_GARBAGE_COMMON):
+            out.append(_GARBAGE_COMMON[i])
+    # One line ends with a bare LF, one with CR only (not a line end at all).
+    return b"\r\n".join(out) + b"\nlf-only-end\rcr-inside\r\n"
 REFUSE_REPLY = "553 Permission denied."
 
 
@@ -198,6 +290,41 @@ def make_handler(args):
         proto_cmds = proto
         banner = "ftpfs test server (pyftpdlib) ready."
         auth_failed_timeout = args.auth_failed_delay
+        if args.idle_timeout is not None:
+            timeout = args.idle_timeout
+
+        def _garbage(self, path, cmd):
+            """Answers a listing of a garbage* directory per --garbage-list;
+            returns False when the directory gets a normal listing."""
+            if not args.garbage_list:
+                return False
+            name = os.path.basename(os.path.normpath(path))
+            if not name.startswith("garbage"):
+                return False
+            logging.info("garbage-list: %s %s (%s)", cmd, path, args.garbage_list)
+            if args.garbage_list == "reply":
+                self.respond("xyz garbage")
+            elif args.garbage_list == "unterminated":
+                self.push("150-Here comes the listing\r\n")
+                self.push(" never\r\n ending\r\n")
+            else:
+                self.push_dtp_data(garbage_listing(cmd), cmd=cmd)
+            return True
+
+        def ftp_LIST(self, path):
+            if self._garbage(path, "LIST"):
+                return path
+            return super().ftp_LIST(path)
+
+        def ftp_NLST(self, path):
+            if self._garbage(path, "NLST"):
+                return path
+            return super().ftp_NLST(path)
+
+        def ftp_MLSD(self, path):
+            if self._garbage(path, "MLSD"):
+                return path
+            return super().ftp_MLSD(path)
 
         def pre_process_command(self, line, cmd, arg):
             if cmdlog is not None:

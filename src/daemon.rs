@@ -133,11 +133,12 @@ pub fn spool_dir(configured: Option<&Path>) -> Result<PathBuf, String> {
             .join("ftpfs"),
     };
     let dir = base.join(format!("spool-{}", std::process::id()));
+    // Directories created on the way are private; an existing base (a configured
+    // cache_dir, /tmp...) keeps its mode: only our own spool directory is made 0700.
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&dir)
-        .and_then(|_| std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o700)))
         .and_then(|_| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)))
         .map_err(|e| format!("cannot create the spool directory {}: {e}", dir.display()))?;
     Ok(dir)

@@ -300,7 +300,8 @@ impl FtpFs {
             kind: e.kind,
             size: match e.kind {
                 EntryKind::Symlink => e.target.as_ref().map(|t| t.len() as u64).unwrap_or(0),
-                _ => e.size,
+                // The kernel refuses sizes past the largest signed 64-bit offset.
+                _ => e.size.min(i64::MAX as u64),
             },
             perm: mode as u16,
             mtime: e.mtime.unwrap_or(self.mounted_at),

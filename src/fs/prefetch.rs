@@ -17,8 +17,9 @@ use crate::remote::{EntryKind, Remote};
 const SMALL: u64 = BLOCK;
 /// How many files ahead of the one opened.
 const AHEAD: usize = 6;
-/// Downloads running at once for prefetching (the pool keeps more for the user).
-const MAX_IN_FLIGHT: usize = 2;
+/// Downloads running at once for prefetching: the transfer share of the default
+/// pool; the files it fetches are the ones the user asks for next.
+const MAX_IN_FLIGHT: usize = 3;
 
 /// One file worth fetching: its identity and remote path.
 pub struct Candidate {

@@ -320,6 +320,9 @@ impl Stream {
                 want_end
             };
             if st.produced >= end {
+                if end <= offset {
+                    return Ok(Outcome::Data(Bytes::empty())); // past the end
+                }
                 let out = copy_out(&st.chunks, offset, end);
                 // Keep a little behind the reader; drop the rest.
                 let keep_from = end.saturating_sub(KEEP_BEHIND);
@@ -384,24 +387,28 @@ impl Source {
     /// (a few times, with a short pause) so that the bytes still line up.
     fn read_at(&mut self, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
         loop {
-            match self.stream.read(buf) {
-                Err(e)
-                    if e.kind() != std::io::ErrorKind::Interrupted
-                        && self.resumes < RESUME_ATTEMPTS =>
-                {
-                    self.resumes += 1;
-                    log::warn!(
-                        "download of {} broke at {pos} ({e}); resuming (attempt {})",
-                        self.path,
-                        self.resumes
-                    );
-                    std::thread::sleep(Duration::from_millis(200 * u64::from(self.resumes)));
-                    match self.remote.open_read(&self.path, pos) {
-                        Ok(s) => self.stream = s,
-                        Err(r) => log::warn!("resuming {} failed: {}", self.path, r.message),
-                    }
+            let err = match self.stream.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => e,
+                ok => return ok,
+            };
+            if self.resumes >= RESUME_ATTEMPTS {
+                return Err(err);
+            }
+            self.resumes += 1;
+            log::warn!(
+                "download of {} broke at {pos} ({err}); resuming (attempt {})",
+                self.path,
+                self.resumes
+            );
+            std::thread::sleep(Duration::from_millis(200 * u64::from(self.resumes)));
+            match self.remote.open_read(&self.path, pos) {
+                Ok(s) => self.stream = s,
+                Err(r) => {
+                    // The old stream is dead: an error now, never a silent end.
+                    log::warn!("resuming {} failed: {}", self.path, r.message);
+                    return Err(std::io::Error::other(r.message));
                 }
-                other => return other,
             }
         }
     }

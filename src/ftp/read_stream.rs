@@ -18,6 +18,8 @@ pub struct FtpReadStream<T: TlsStream> {
     what: String,
     /// Bytes still to discard, when the server cannot start at the offset.
     skip: u64,
+    /// The transfer failed: every later read fails too (never a silent end).
+    failed: bool,
 }
 
 /// Starts a download of `path` at `offset` on the checked-out connection.
@@ -59,6 +61,7 @@ pub fn open(mut pc: PooledConn, path: &str, offset: u64) -> RemoteResult<ReadStr
         pc,
         what,
         skip,
+        failed: false,
     }))
 }
 
@@ -71,6 +74,7 @@ impl<T: TlsStream> FtpReadStream<T> {
         match stream.finish() {
             Ok(()) => Ok(()),
             Err(e) => {
+                self.failed = true;
                 let err = reply::from_ftp(&self.what, e);
                 log::warn!("{}", err.message);
                 if err.kind.is_transient() || err.kind == ErrorKind::Protocol {
@@ -82,6 +86,12 @@ impl<T: TlsStream> FtpReadStream<T> {
     }
 
     fn read_inner(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.failed {
+            return Err(io::Error::other(format!(
+                "{}: the transfer failed",
+                self.what
+            )));
+        }
         let Some(stream) = self.stream.as_mut() else {
             return Ok(0);
         };
@@ -90,6 +100,7 @@ impl<T: TlsStream> FtpReadStream<T> {
             Ok(n) => Ok(n),
             Err(e) => {
                 log::warn!("{}: data connection failed: {e}", self.what);
+                self.failed = true;
                 self.pc.mark_broken();
                 // Close it without waiting for a reply: the connection is discarded.
                 if let Some(s) = self.stream.take() {

@@ -34,8 +34,31 @@ pub fn store(pc: &mut PooledConn, path: &str, data: &mut dyn Source) -> RemoteRe
         }
     };
     finish_reply(stream, &what).map_err(|e| fail(pc, &what, e))?;
+    verify_size(pc, path, sent).map_err(|e| fail(pc, &what, e))?;
     log::debug!("[conn {id}] stored {sent} bytes to {path}");
     Ok(sent)
+}
+
+/// Checks with SIZE (where the server has it) that the server holds every byte
+/// sent: some servers answer 226 even when the data connection was cut.
+fn verify_size(pc: &mut PooledConn, path: &str, sent: u64) -> RemoteResult<()> {
+    if !pc.pool().features().size {
+        return Ok(());
+    }
+    let id = pc.conn().id;
+    log::debug!("[conn {id}] > SIZE {path}");
+    match pc.conn().ftp.size(path) {
+        Ok(n) if n as u64 == sent => Ok(()),
+        Ok(n) => Err(RemoteError::new(
+            ErrorKind::Connection,
+            format!("STOR {path}: the server has {n} bytes of the {sent} sent"),
+        )),
+        // A server that lists SIZE but will not answer it here: nothing to compare.
+        Err(e) => {
+            log::debug!("[conn {id}] SIZE {path} failed: {e}");
+            Ok(())
+        }
+    }
 }
 
 fn finish_reply<T: TlsStream>(stream: TransferStream<T>, what: &str) -> RemoteResult<()> {
@@ -55,6 +78,9 @@ pub struct FtpUpload<T: TlsStream> {
     stream: Option<TransferStream<T>>,
     pc: PooledConn,
     what: String,
+    path: String,
+    /// Bytes handed to the data connection.
+    sent: u64,
 }
 
 /// Starts an upload to `path`, to be fed with `write`.
@@ -70,13 +96,19 @@ pub fn open(mut pc: PooledConn, path: &str) -> RemoteResult<Box<dyn UploadStream
         stream: Some(stream),
         pc,
         what,
+        path: path.to_string(),
+        sent: 0,
     }))
 }
 
 impl<T: TlsStream> Write for FtpUpload<T> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self.stream.as_mut() {
-            Some(s) => s.write(buf),
+            Some(s) => {
+                let n = s.write(buf)?;
+                self.sent += n as u64;
+                Ok(n)
+            }
             None => Err(io::Error::other("upload already finished")),
         }
     }
@@ -95,7 +127,9 @@ impl<T: TlsStream + Send> UploadStream for FtpUpload<T> {
             return Ok(());
         };
         let what = self.what.clone();
-        finish_reply(stream, &what).map_err(|e| fail(&mut self.pc, &what, e))
+        finish_reply(stream, &what).map_err(|e| fail(&mut self.pc, &what, e))?;
+        let (path, sent) = (self.path.clone(), self.sent);
+        verify_size(&mut self.pc, &path, sent).map_err(|e| fail(&mut self.pc, &what, e))
     }
 }
 
