@@ -6,6 +6,7 @@
 //! asserted bounds are generous, not benchmarks.
 //! Every scenario runs on pyftpdlib (MLSD) and on vsftpd (LIST).
 
+#[macro_use]
 mod support;
 
 use std::fs;
@@ -23,18 +24,6 @@ use support::{
     ControlReset, DataFault, Faults, FtpServer, Mount, Proxy, ProxyConfig, ServerKind,
 };
 use tempfile::TempDir;
-
-/// Generates one test per server kind for a scenario `fn(FtpServer)`.
-macro_rules! on_both_servers {
-    ($($name:ident),* $(,)?) => {
-        mod pyftpdlib {
-            $( #[test] fn $name() { super::$name(super::FtpServer::pyftpdlib()) } )*
-        }
-        mod vsftpd {
-            $( #[test] fn $name() { super::$name(super::FtpServer::vsftpd()) } )*
-        }
-    };
-}
 
 on_both_servers!(
     control_reset_while_listing_and_stat,

@@ -3,6 +3,7 @@
 //! configured latency, and injects each of its faults. Last, ftpfs itself
 //! mounts a server through a delayed proxy.
 
+#[macro_use]
 mod support;
 
 use std::fs;
@@ -17,18 +18,6 @@ use support::{
     files_equal, gen_bytes, wait_until, ControlReset, DataFault, FtpServer, Mount, Proxy,
     ProxyConfig, RawFtp,
 };
-
-/// Generates one test per server kind for a scenario `fn(FtpServer)`.
-macro_rules! on_both_servers {
-    ($($name:ident),* $(,)?) => {
-        mod pyftpdlib {
-            $( #[test] fn $name() { super::$name(super::FtpServer::pyftpdlib()) } )*
-        }
-        mod vsftpd {
-            $( #[test] fn $name() { super::$name(super::FtpServer::vsftpd()) } )*
-        }
-    };
-}
 
 on_both_servers!(
     relays_listings_and_files_in_every_mode,

@@ -2,6 +2,7 @@
 //! symlinks, big directories, concurrency and the FTP command count.
 //! Every scenario runs on pyftpdlib (MLSD) and on vsftpd (LIST only).
 
+#[macro_use]
 mod support;
 
 use std::collections::BTreeMap;
@@ -12,18 +13,6 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use support::{files_equal, gen_bytes, FtpServer, Mount, ServerKind};
-
-/// Generates one test per server kind for a scenario `fn(FtpServer)`.
-macro_rules! on_both_servers {
-    ($($name:ident),* $(,)?) => {
-        mod pyftpdlib {
-            $( #[test] fn $name() { super::$name(super::FtpServer::pyftpdlib()) } )*
-        }
-        mod vsftpd {
-            $( #[test] fn $name() { super::$name(super::FtpServer::vsftpd()) } )*
-        }
-    };
-}
 
 on_both_servers!(
     tree_matches_the_server,

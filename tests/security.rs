@@ -5,6 +5,7 @@
 //! a server sending garbage cannot crash the mount.
 //! Scenarios that depend on the server run on pyftpdlib (MLSD) and vsftpd (LIST).
 
+#[macro_use]
 mod support;
 
 use std::collections::BTreeSet;
@@ -19,18 +20,6 @@ use std::time::{Duration, Instant};
 
 use support::{gen_bytes, is_mounted, random_u64, run_ftpfs, FtpServer, Mount, ServerKind};
 use tempfile::TempDir;
-
-/// Generates one test per server kind for a scenario `fn(FtpServer)`.
-macro_rules! on_both_servers {
-    ($($name:ident),* $(,)?) => {
-        mod pyftpdlib {
-            $( #[test] fn $name() { super::$name(super::FtpServer::pyftpdlib()) } )*
-        }
-        mod vsftpd {
-            $( #[test] fn $name() { super::$name(super::FtpServer::vsftpd()) } )*
-        }
-    };
-}
 
 on_both_servers!(
     server_names_with_cr_or_lf_are_dropped,

@@ -5,6 +5,7 @@
 //! Every scenario runs on pyftpdlib (MLSD, MFMT) and on vsftpd (LIST only,
 //! `MDTM time path`); upload failures need pyftpdlib's `--max-upload`.
 
+#[macro_use]
 mod support;
 
 use std::collections::BTreeSet;
@@ -19,18 +20,6 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use support::{files_equal, gen_bytes, write_file, FtpServer, Mount};
 use tempfile::TempDir;
-
-/// Generates one test per server kind for a scenario `fn(FtpServer)`.
-macro_rules! on_both_servers {
-    ($($name:ident),* $(,)?) => {
-        mod pyftpdlib {
-            $( #[test] fn $name() { super::$name(super::FtpServer::pyftpdlib()) } )*
-        }
-        mod vsftpd {
-            $( #[test] fn $name() { super::$name(super::FtpServer::vsftpd()) } )*
-        }
-    };
-}
 
 on_both_servers!(
     cp_large_file_in_and_out,

@@ -15,6 +15,20 @@
 //! process-wide state is the one-time creation of the vsftpd system user.
 #![allow(dead_code)]
 
+/// Generates one test per server kind for a scenario `fn(FtpServer)`; use it
+/// after `#[macro_use] mod support;`.
+#[allow(unused_macros)] // not every test file runs on both servers
+macro_rules! on_both_servers {
+    ($($name:ident),* $(,)?) => {
+        mod pyftpdlib {
+            $( #[test] fn $name() { super::$name($crate::support::FtpServer::pyftpdlib()) } )*
+        }
+        mod vsftpd {
+            $( #[test] fn $name() { super::$name($crate::support::FtpServer::vsftpd()) } )*
+        }
+    };
+}
+
 use std::collections::hash_map::RandomState;
 use std::fs::{self, File, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
