@@ -24,6 +24,8 @@
 
 mod support;
 
+use support::tail;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read};
@@ -921,18 +923,6 @@ fn find_tool(name: &str) -> PathBuf {
                  scripts/test.sh installs it; by hand: cargo install --locked {name}"
             )
         })
-}
-
-/// The last `n` lines of `s`.
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    let skip = lines.len().saturating_sub(n);
-    let mut out = String::new();
-    if skip > 0 {
-        out.push_str(&format!("[... {skip} lines before ...]\n"));
-    }
-    out.push_str(&lines[skip..].join("\n"));
-    out
 }
 
 struct Finished {

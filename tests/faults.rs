@@ -9,6 +9,8 @@
 #[macro_use]
 mod support;
 
+use support::tail;
+
 use std::fs;
 use std::io::{self, Read};
 use std::net::SocketAddr;
@@ -115,25 +117,12 @@ impl Rig {
     }
 }
 
-fn kind_name(s: &FtpServer) -> &'static str {
-    match s.kind {
-        ServerKind::Pyftpdlib => "pyftpdlib",
-        ServerKind::Vsftpd => "vsftpd",
-    }
-}
-
 /// The command ftpfs lists directories with on this server.
 fn list_verb(s: &FtpServer) -> &'static str {
     match s.kind {
         ServerKind::Pyftpdlib => "MLSD",
         ServerKind::Vsftpd => "LIST",
     }
-}
-
-/// The last `n` lines of `text`.
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 fn assert_no_panic(m: &Mount) {
@@ -239,7 +228,7 @@ fn control_reset_while_listing_and_stat(s: FtpServer) {
         s.create_file(&format!("{d}/in-{d}.txt"), d.as_bytes());
     }
     let mut r = rig(s, &[]);
-    let kind = kind_name(&r.s);
+    let kind = r.s.kind.name();
     let verb = list_verb(&r.s);
 
     // The listing command itself kills the control connection.
@@ -322,7 +311,7 @@ fn data_reset_mid_download_is_resumed(s: FtpServer) {
     s.create_file("big.bin", &gen_bytes(20 << 20, 21));
     s.create_file("plain.bin", &gen_bytes(20 << 20, 22));
     let mut r = rig(s, &[]);
-    let kind = kind_name(&r.s);
+    let kind = r.s.kind.name();
 
     // A baseline read of a file of the same size, without faults.
     let (a, b) = (r.m.path("plain.bin"), r.s.path("plain.bin"));
@@ -370,7 +359,7 @@ fn data_reset_mid_upload_is_retried(s: FtpServer) {
     let new = local.path().join("new.bin");
     write_file(&new, 8 << 20, 32);
     let mut r = rig(s, &[]);
-    let kind = kind_name(&r.s);
+    let kind = r.s.kind.name();
 
     r.faults()
         .set_data_fault(Some(DataFault::reset_after(2 << 20)));
@@ -415,7 +404,7 @@ fn upload_reset_every_time_fails_and_keeps_the_old_file(s: FtpServer) {
     let new = local.path().join("new.bin");
     write_file(&new, 8 << 20, 42);
     let mut r = rig(s, &[]);
-    let kind = kind_name(&r.s);
+    let kind = r.s.kind.name();
 
     r.faults()
         .set_data_fault(Some(DataFault::reset_after(2 << 20).repeat()));
@@ -499,7 +488,7 @@ fn too_many_connections_shrinks_the_pool(s: FtpServer) {
     let mut r = rig_with(s, &["connections=4", "cache_timeout=1"], |f| {
         f.set_max_sessions(Some(2))
     });
-    let kind = kind_name(&r.s);
+    let kind = r.s.kind.name();
 
     let t0 = Instant::now();
     let (tx, rx) = mpsc::channel::<(String, Result<(), String>)>();
@@ -592,7 +581,7 @@ fn server_down_fails_fast_then_recovers(s: FtpServer) {
     let content = gen_bytes(300_000, 61);
     s.create_file("f.bin", &content);
     let mut r = rig(s, &["timeout=3", "connect_timeout=2"]);
-    let kind = kind_name(&r.s);
+    let kind = r.s.kind.name();
 
     r.faults().set_down(true).unwrap();
     let (res, took) = ls_within(r.m.path("a"), Duration::from_secs(30));
@@ -642,7 +631,7 @@ fn stalled_download_recovers_or_times_out_without_blocking_ls(s: FtpServer) {
     s.create_file("other/x.txt", b"x");
     s.create_file("other2/y.txt", b"y");
     let mut r = rig(s, &["timeout=3"]);
-    let kind = kind_name(&r.s);
+    let kind = r.s.kind.name();
 
     // (a) One data connection stops after 1 MiB, without closing: the read
     // times out after `timeout` and resumes on a new connection.
@@ -727,7 +716,7 @@ fn stalled_download_recovers_or_times_out_without_blocking_ls(s: FtpServer) {
 fn unmount_while_the_server_is_stalled(s: FtpServer) {
     s.create_file("d/x.txt", b"x");
     let mut r = rig(s, &["timeout=3", "connect_timeout=2"]);
-    let kind = kind_name(&r.s);
+    let kind = r.s.kind.name();
     // Pooled connections, idle now.
     assert_eq!(names(&r.m.path("d")).unwrap(), ["x.txt"]);
     assert_eq!(fs::read(r.m.path("d/x.txt")).unwrap(), b"x");
@@ -765,7 +754,7 @@ fn unmount_while_a_read_is_stalled(s: FtpServer) {
     const LEN: u64 = 16 << 20;
     s.create_file("big.bin", &gen_bytes(LEN as usize, 81));
     let mut r = rig(s, &["timeout=3", "connect_timeout=2"]);
-    let kind = kind_name(&r.s);
+    let kind = r.s.kind.name();
 
     r.faults()
         .set_data_fault(Some(DataFault::stall_after(1 << 20).repeat()));
@@ -846,7 +835,7 @@ fn server_hanging_times_out_then_recovers(s: FtpServer) {
     let content = gen_bytes(300_000, 62);
     s.create_file("f.bin", &content);
     let mut r = rig(s, &["timeout=3", "connect_timeout=2"]);
-    let kind = kind_name(&r.s);
+    let kind = r.s.kind.name();
 
     r.faults().set_stalled(true);
     let (res, took) = ls_within(r.m.path("a"), Duration::from_secs(40));
@@ -902,7 +891,7 @@ fn download_cut_with_the_server_gone_fails_instead_of_ending_early(s: FtpServer)
     let content = gen_bytes(LEN, 111);
     s.create_file("big.bin", &content);
     let mut r = rig(s, &["timeout=3", "connect_timeout=2"]);
-    let kind = kind_name(&r.s);
+    let kind = r.s.kind.name();
 
     let mut f = fs::File::open(r.m.path("big.bin")).unwrap();
     let mut head = vec![0u8; 2 << 20];
@@ -967,7 +956,7 @@ fn upload_cut_after_all_bytes_were_sent_never_replaces_the_file(s: FtpServer) {
     write_file(&new, 3 << 20, 122);
     let new_bytes = fs::read(&new).unwrap();
     let mut r = rig(s, &[]);
-    let kind = kind_name(&r.s);
+    let kind = r.s.kind.name();
 
     r.faults()
         .set_data_fault(Some(DataFault::reset_after(2 << 20).repeat()));
@@ -1026,7 +1015,7 @@ fn server_restart_on_the_same_port(s: FtpServer) {
     let content = gen_bytes(3 << 20, 91);
     s.create_file("c/z.bin", &content);
     let mut m = Mount::new(&s, &[]);
-    let kind = kind_name(&s);
+    let kind = s.kind.name();
     assert_eq!(names(&m.path("a")).unwrap(), ["in-a.txt"]);
     assert_eq!(fs::read(m.path("a/in-a.txt")).unwrap(), b"a");
 
@@ -1075,7 +1064,7 @@ fn server_restart_on_the_same_port(s: FtpServer) {
 // ---------------------------------------------------------------------------
 
 fn idle_connections_are_replaced(s: FtpServer) {
-    let kind = kind_name(&s);
+    let kind = s.kind.name();
     for d in ["a", "b", "c"] {
         s.create_file(&format!("{d}/in-{d}.txt"), d.as_bytes());
     }

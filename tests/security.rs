@@ -8,6 +8,8 @@
 #[macro_use]
 mod support;
 
+use support::{diag, tail};
+
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -51,27 +53,6 @@ mod garbage {
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-fn kind_name(s: &FtpServer) -> &'static str {
-    match s.kind {
-        ServerKind::Pyftpdlib => "pyftpdlib",
-        ServerKind::Vsftpd => "vsftpd",
-    }
-}
-
-/// The last `n` lines of `text`.
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-fn diag(m: &Mount, s: &FtpServer) -> String {
-    format!(
-        "--- ftpfs log (tail) ---\n{}\n--- server commands (tail) ---\n{}",
-        tail(&m.log(), 80),
-        tail(&s.commands().join("\n"), 60)
-    )
-}
 
 /// The names in a directory, as raw strings (lossy), sorted.
 fn names(dir: &Path) -> io::Result<Vec<String>> {
@@ -139,7 +120,7 @@ fn has_option(opts: &str, name: &str) -> bool {
 // ---------------------------------------------------------------------------
 
 fn server_names_with_cr_or_lf_are_dropped(s: FtpServer) {
-    let kind = kind_name(&s);
+    let kind = s.kind.name();
     s.create_file("ok.txt", b"ok");
     s.create_file("victim", b"precious");
     s.create_file("sub/inner.txt", b"inner");
@@ -239,7 +220,7 @@ fn server_names_with_cr_or_lf_are_dropped(s: FtpServer) {
 // ---------------------------------------------------------------------------
 
 fn local_names_with_cr_or_lf_are_refused(s: FtpServer) {
-    let kind = kind_name(&s);
+    let kind = s.kind.name();
     s.create_file("victim", b"precious");
     s.create_file("existing.txt", b"e");
     s.create_file("dir/inside.txt", b"i");
@@ -502,7 +483,7 @@ fn user_or_password_with_cr_lf_cannot_inject_commands() {
 // ---------------------------------------------------------------------------
 
 fn spool_is_private(s: FtpServer) {
-    let kind = kind_name(&s);
+    let kind = s.kind.name();
     let old = gen_bytes(300_000, 5);
     s.create_file("existing.bin", &old);
     let cache = TempDir::new().unwrap();

@@ -8,6 +8,8 @@
 #[macro_use]
 mod support;
 
+use support::diag;
+
 use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
@@ -72,21 +74,6 @@ fn tool(program: &str) -> Command {
     let mut c = Command::new("timeout");
     c.args(["-k", "10", "120", program]).stdin(Stdio::null());
     c
-}
-
-/// The last `n` lines of `text`.
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// The end of the ftpfs log and of the server's command list, for assertion messages.
-fn diag(m: &Mount, s: &FtpServer) -> String {
-    format!(
-        "--- ftpfs log (tail) ---\n{}\n--- server commands (tail) ---\n{}",
-        tail(&m.log(), 120),
-        tail(&s.commands().join("\n"), 80)
-    )
 }
 
 fn run(cmd: &mut Command) -> Output {

@@ -557,6 +557,31 @@ pub enum ServerKind {
     Vsftpd,
 }
 
+impl ServerKind {
+    /// The server's name, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerKind::Pyftpdlib => "pyftpdlib",
+            ServerKind::Vsftpd => "vsftpd",
+        }
+    }
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The end of the ftpfs log and of the server's command list, for assertion messages.
+pub fn diag(m: &Mount, s: &FtpServer) -> String {
+    format!(
+        "--- ftpfs log (tail) ---\n{}\n--- server commands (tail) ---\n{}",
+        tail(&m.log(), 120),
+        tail(&s.commands().join("\n"), 80)
+    )
+}
+
 /// A throw-away FTP server listening on 127.0.0.1 with its own root
 /// directory, port and command log. Killed (and reaped) on drop.
 pub struct FtpServer {
