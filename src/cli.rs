@@ -161,6 +161,9 @@ pub struct MountOpts {
     pub fsname: Option<String>,
     pub cache_dir: Option<PathBuf>,
     pub direct_upload: bool,
+    pub tls: crate::ftp::tls::TlsMode,
+    pub cacert: Option<PathBuf>,
+    pub no_verify: bool,
 }
 
 impl Default for MountOpts {
@@ -183,6 +186,9 @@ impl Default for MountOpts {
             fsname: None,
             cache_dir: None,
             direct_upload: false,
+            tls: crate::ftp::tls::TlsMode::Off,
+            cacert: None,
+            no_verify: false,
         }
     }
 }
@@ -242,6 +248,20 @@ impl MountOpts {
                     "timeout" => o.timeout = seconds(name, value)?,
                     "debug" => o.debug = true,
                     "direct_upload" => o.direct_upload = true,
+                    "tls" => {
+                        o.tls = match value {
+                            None | Some("yes") | Some("require") => {
+                                crate::ftp::tls::TlsMode::Explicit
+                            }
+                            Some("try") => crate::ftp::tls::TlsMode::Try,
+                            Some("no") | Some("off") => crate::ftp::tls::TlsMode::Off,
+                            Some(v) => {
+                                return Err(format!("option tls: {v:?} is not one of yes, try, no"))
+                            }
+                        }
+                    }
+                    "cacert" => o.cacert = Some(value.ok_or("option cacert needs a file")?.into()),
+                    "no_verify" => o.no_verify = true,
                     "cache_dir" => {
                         o.cache_dir = Some(value.ok_or("option cache_dir needs a value")?.into())
                     }
@@ -313,6 +333,13 @@ mod tests {
         assert!(parse(&["umask=999"]).is_err());
         assert!(parse(&["connections=0"]).is_err());
         assert!(parse(&["password=x"]).unwrap_err().contains("ps"));
+        assert!(parse(&["tls=maybe"]).is_err());
+        let o = parse(&["tls,cacert=/ca.pem"]).unwrap();
+        assert_eq!(o.tls, crate::ftp::tls::TlsMode::Explicit);
+        assert_eq!(
+            parse(&["tls=try"]).unwrap().tls,
+            crate::ftp::tls::TlsMode::Try
+        );
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub struct Target {
     pub password: Option<Secret>,
     /// Relative to the login directory, or absolute when it starts with `/`.
     pub path: String,
+    /// `ftpes://`: explicit TLS is required.
+    pub tls: bool,
 }
 
 impl Target {
@@ -45,16 +47,19 @@ fn decode(s: &str, what: &str) -> Result<String, String> {
 /// Parses `ftp://[user[:password]@]host[:port][/path]`.
 pub fn parse_url(s: &str) -> Result<Target, String> {
     let url = url::Url::parse(s).map_err(|e| format!("malformed URL {:?}: {e}", redact(s)))?;
-    match url.scheme() {
-        "ftp" => {}
-        "ftps" | "ftpes" => {
+    let tls = match url.scheme() {
+        "ftp" => false,
+        "ftpes" => true,
+        "ftps" => return Err(
+            "implicit FTPS (ftps://) is not supported yet; use ftpes:// or -o tls for explicit TLS"
+                .into(),
+        ),
+        other => {
             return Err(format!(
-                "{}:// (FTPS) is not supported yet; use ftp://",
-                url.scheme()
+                "unsupported URL scheme {other:?}; use ftp:// or ftpes://"
             ))
         }
-        other => return Err(format!("unsupported URL scheme {other:?}; use ftp://")),
-    }
+    };
     let host = match url.host() {
         Some(url::Host::Domain(d)) => d.to_string(),
         Some(url::Host::Ipv4(a)) => a.to_string(),
@@ -89,6 +94,7 @@ pub fn parse_url(s: &str) -> Result<Target, String> {
         user,
         password,
         path,
+        tls,
     })
 }
 
@@ -290,6 +296,9 @@ mod tests {
     #[test]
     fn malformed_urls_are_refused_without_leaking_the_password() {
         assert!(parse_url("http://host/").is_err());
+        assert!(parse_url("ftpes://host/").unwrap().tls);
+        assert!(!parse_url("ftp://host/").unwrap().tls);
+        assert!(parse_url("ftps://host/").unwrap_err().contains("ftpes://"));
         assert!(parse_url("ftp://").is_err());
         assert!(parse_url("not a url").is_err());
         assert!(parse_url("ftp://h/a%0Ab").is_err());

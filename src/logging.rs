@@ -42,7 +42,12 @@ impl Log for Masking {
 
 /// Installs the logger: `RUST_LOG` if set, else warnings only (the FTP dialogue with `debug`).
 pub fn init(debug: bool) {
-    let default = if debug { "ftpfs=debug,info" } else { "warn" };
+    // suppaftp logs TLS shutdown hiccups as errors; ftpfs reports what matters itself.
+    let default = if debug {
+        "ftpfs=debug,info"
+    } else {
+        "warn,suppaftp=off"
+    };
     let mut b = env_logger::Builder::new();
     b.parse_filters(default);
     if let Ok(s) = std::env::var("RUST_LOG") {

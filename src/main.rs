@@ -67,7 +67,19 @@ fn run(args: Args) -> Result<(), String> {
     )?;
     let display = target.display(&login.user);
 
+    let tls_opts = ftp::tls::TlsOptions {
+        mode: if target.tls {
+            ftp::tls::TlsMode::Explicit
+        } else {
+            opts.tls
+        },
+        cacert: opts.cacert.clone(),
+        no_verify: opts.no_verify,
+    };
+    let tls = ftp::tls::client_config(&tls_opts)?;
     let cfg = ConnConfig {
+        tls_mode: tls_opts.mode,
+        tls,
         host: target.host.clone(),
         port: target.port,
         user: login.user.clone(),

@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use suppaftp::types::FileType;
-use suppaftp::{FtpError, FtpStream, Mode, Status};
+use suppaftp::{FtpError, Mode, RustlsConnector, RustlsFtpStream, Status};
 
 use super::reply;
 use crate::remote::{ErrorKind, RemoteError, RemoteResult};
@@ -30,6 +30,9 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// The control connection type: TLS-capable, plain until AUTH TLS.
+pub type Ftp = RustlsFtpStream;
+
 /// Where and how to log in.
 #[derive(Debug, Clone)]
 pub struct ConnConfig {
@@ -40,6 +43,9 @@ pub struct ConnConfig {
     pub connect_timeout: Duration,
     /// Timeout of every control reply and every data read or write.
     pub timeout: Duration,
+    /// TLS: when, and the shared client configuration (None: plain FTP).
+    pub tls_mode: super::tls::TlsMode,
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// What the server said it can do, from FEAT.
@@ -108,7 +114,7 @@ impl Features {
 
 /// A logged-in control connection in binary mode.
 pub struct Conn {
-    pub ftp: FtpStream,
+    pub ftp: Ftp,
     pub id: u64,
     pub last_used: Instant,
 }
@@ -150,7 +156,7 @@ impl Conn {
             .and_then(|_| tcp.set_nodelay(true))
             .map_err(|e| reply::from_io(&what, &e))?;
         let (connect_timeout, timeout) = (cfg.connect_timeout, cfg.timeout);
-        let mut ftp = FtpStream::connect_with_stream(tcp)
+        let ftp = Ftp::connect_with_stream(tcp)
             .map_err(|e| reply::from_ftp(&what, e))?
             .passive_stream_builder(move |addr| {
                 let s = TcpStream::connect_timeout(&addr, connect_timeout)
@@ -160,6 +166,33 @@ impl Conn {
                     .map_err(FtpError::ConnectionError)?;
                 Ok(s)
             });
+        let mut ftp = match (&cfg.tls, cfg.tls_mode) {
+            (Some(tls), mode) if mode != super::tls::TlsMode::Off => {
+                log::debug!("[conn {id}] > AUTH TLS");
+                match ftp.into_secure(RustlsConnector::from(std::sync::Arc::clone(tls)), &cfg.host)
+                {
+                    Ok(f) => f,
+                    Err(FtpError::UnexpectedResponse(r)) if mode == super::tls::TlsMode::Try => {
+                        log::warn!(
+                            "server refused TLS ({}); going on WITHOUT encryption (-o tls=try)",
+                            reply::reply_text(&r)
+                        );
+                        let plain = ConnConfig {
+                            tls_mode: super::tls::TlsMode::Off,
+                            ..cfg.clone()
+                        };
+                        return Self::open_addr(&plain, addr, id);
+                    }
+                    Err(e) => {
+                        return Err(RemoteError::new(
+                            ErrorKind::PermissionDenied,
+                            format!("TLS with {}: {e}", cfg.host),
+                        ))
+                    }
+                }
+            }
+            _ => ftp,
+        };
         log::debug!("[conn {id}] > USER {}", cfg.user);
         log::debug!("[conn {id}] > PASS ****");
         ftp.login(cfg.user.as_str(), cfg.password.expose())
@@ -285,6 +318,8 @@ mod tests {
             password: s,
             connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
+            tls_mode: Default::default(),
+            tls: None,
         };
         assert!(!format!("{cfg:?}").contains("hunter2"));
     }

@@ -6,13 +6,12 @@ pub mod listing;
 pub mod pool;
 mod read_stream;
 pub mod reply;
+pub mod tls;
 mod upload;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
-
-use suppaftp::FtpStream;
 
 use crate::remote::{
     Entry, ErrorKind, ReadStream, Remote, RemoteError, RemoteResult, Source, UploadStream,
@@ -151,7 +150,7 @@ impl FtpRemote {
 fn data_command<T>(
     pc: &mut PooledConn,
     what: &str,
-    op: impl FnOnce(&mut FtpStream) -> suppaftp::FtpResult<T>,
+    op: impl FnOnce(&mut conn::Ftp) -> suppaftp::FtpResult<T>,
 ) -> RemoteResult<T> {
     let id = pc.conn().id;
     log::debug!("[conn {id}] > {what}");
