@@ -164,6 +164,9 @@ pub struct MountOpts {
     pub tls: crate::ftp::tls::TlsMode,
     pub cacert: Option<PathBuf>,
     pub no_verify: bool,
+    pub active: bool,
+    pub pasv_ip_workaround: bool,
+    pub latin1: bool,
 }
 
 impl Default for MountOpts {
@@ -189,6 +192,9 @@ impl Default for MountOpts {
             tls: crate::ftp::tls::TlsMode::Off,
             cacert: None,
             no_verify: false,
+            active: false,
+            pasv_ip_workaround: false,
+            latin1: false,
         }
     }
 }
@@ -262,6 +268,19 @@ impl MountOpts {
                     }
                     "cacert" => o.cacert = Some(value.ok_or("option cacert needs a file")?.into()),
                     "no_verify" => o.no_verify = true,
+                    "active" => o.active = true,
+                    "pasv_ip_workaround" => o.pasv_ip_workaround = true,
+                    "encoding" => {
+                        o.latin1 = match value.map(str::to_ascii_lowercase).as_deref() {
+                            Some("utf8") | Some("utf-8") => false,
+                            Some("latin1") | Some("iso-8859-1") | Some("iso8859-1") => true,
+                            other => {
+                                return Err(format!(
+                                    "option encoding: {other:?} is not supported (utf8 or latin1)"
+                                ))
+                            }
+                        }
+                    }
                     "cache_dir" => {
                         o.cache_dir = Some(value.ok_or("option cache_dir needs a value")?.into())
                     }

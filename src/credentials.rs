@@ -18,6 +18,8 @@ pub struct Target {
     pub path: String,
     /// `ftpes://`: explicit TLS is required.
     pub tls: bool,
+    /// `ftps://`: TLS from the first byte.
+    pub implicit_tls: bool,
 }
 
 impl Target {
@@ -47,16 +49,13 @@ fn decode(s: &str, what: &str) -> Result<String, String> {
 /// Parses `ftp://[user[:password]@]host[:port][/path]`.
 pub fn parse_url(s: &str) -> Result<Target, String> {
     let url = url::Url::parse(s).map_err(|e| format!("malformed URL {:?}: {e}", redact(s)))?;
-    let tls = match url.scheme() {
-        "ftp" => false,
-        "ftpes" => true,
-        "ftps" => return Err(
-            "implicit FTPS (ftps://) is not supported yet; use ftpes:// or -o tls for explicit TLS"
-                .into(),
-        ),
+    let (tls, implicit_tls) = match url.scheme() {
+        "ftp" => (false, false),
+        "ftpes" => (true, false),
+        "ftps" => (false, true),
         other => {
             return Err(format!(
-                "unsupported URL scheme {other:?}; use ftp:// or ftpes://"
+                "unsupported URL scheme {other:?}; use ftp://, ftpes:// or ftps://"
             ))
         }
     };
@@ -90,11 +89,12 @@ pub fn parse_url(s: &str) -> Result<Target, String> {
     }
     Ok(Target {
         host,
-        port: url.port().unwrap_or(21),
+        port: url.port().unwrap_or(if implicit_tls { 990 } else { 21 }),
         user,
         password,
         path,
         tls,
+        implicit_tls,
     })
 }
 
@@ -298,7 +298,8 @@ mod tests {
         assert!(parse_url("http://host/").is_err());
         assert!(parse_url("ftpes://host/").unwrap().tls);
         assert!(!parse_url("ftp://host/").unwrap().tls);
-        assert!(parse_url("ftps://host/").unwrap_err().contains("ftpes://"));
+        let implicit = parse_url("ftps://host/").unwrap();
+        assert!(implicit.implicit_tls && implicit.port == 990);
         assert!(parse_url("ftp://").is_err());
         assert!(parse_url("not a url").is_err());
         assert!(parse_url("ftp://h/a%0Ab").is_err());

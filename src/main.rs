@@ -68,7 +68,9 @@ fn run(args: Args) -> Result<(), String> {
     let display = target.display(&login.user);
 
     let tls_opts = ftp::tls::TlsOptions {
-        mode: if target.tls {
+        mode: if target.implicit_tls {
+            ftp::tls::TlsMode::Implicit
+        } else if target.tls {
             ftp::tls::TlsMode::Explicit
         } else {
             opts.tls
@@ -80,6 +82,9 @@ fn run(args: Args) -> Result<(), String> {
     let cfg = ConnConfig {
         tls_mode: tls_opts.mode,
         tls,
+        active: opts.active,
+        pasv_ip_workaround: opts.pasv_ip_workaround,
+        latin1: opts.latin1,
         host: target.host.clone(),
         port: target.port,
         user: login.user.clone(),

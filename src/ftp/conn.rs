@@ -46,6 +46,35 @@ pub struct ConnConfig {
     /// TLS: when, and the shared client configuration (None: plain FTP).
     pub tls_mode: super::tls::TlsMode,
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// Active mode (PORT/EPRT) instead of passive.
+    pub active: bool,
+    /// Connect data connections to the control connection's peer, whatever PASV says.
+    pub pasv_ip_workaround: bool,
+    /// Names on the server are Latin-1, not UTF-8.
+    pub latin1: bool,
+}
+
+/// ISO-8859-1 names: each byte is the code point of the same value.
+#[derive(Debug)]
+pub struct Latin1;
+
+impl suppaftp::Encoding for Latin1 {
+    fn decode(&self, bytes: &[u8]) -> String {
+        bytes.iter().map(|&b| b as char).collect()
+    }
+
+    fn encode(&self, text: &str) -> std::io::Result<Vec<u8>> {
+        text.chars()
+            .map(|c| {
+                u8::try_from(u32::from(c)).map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!("{c:?} cannot be written in Latin-1"),
+                    )
+                })
+            })
+            .collect()
+    }
 }
 
 /// What the server said it can do, from FEAT.
@@ -156,18 +185,54 @@ impl Conn {
             .and_then(|_| tcp.set_nodelay(true))
             .map_err(|e| reply::from_io(&what, &e))?;
         let (connect_timeout, timeout) = (cfg.connect_timeout, cfg.timeout);
-        let ftp = Ftp::connect_with_stream(tcp)
-            .map_err(|e| reply::from_ftp(&what, e))?
-            .passive_stream_builder(move |addr| {
-                let s = TcpStream::connect_timeout(&addr, connect_timeout)
-                    .map_err(FtpError::ConnectionError)?;
-                s.set_read_timeout(Some(timeout))
-                    .and_then(|_| s.set_write_timeout(Some(timeout)))
-                    .map_err(FtpError::ConnectionError)?;
-                Ok(s)
-            });
+        let implicit = match (&cfg.tls, cfg.tls_mode) {
+            (Some(tls), super::tls::TlsMode::Implicit) => Some(std::sync::Arc::clone(tls)),
+            _ => None,
+        };
+        let ftp = match implicit {
+            None => Ftp::connect_with_stream(tcp).map_err(|e| reply::from_ftp(&what, e))?,
+            Some(tls) => {
+                // The server was reachable within the timeout; suppaftp's implicit
+                // connect opens its own socket, which gets the timeouts right after.
+                drop(tcp);
+                let f = Ftp::connect_secure_implicit(addr, RustlsConnector::from(tls), &cfg.host)
+                    .map_err(|e| match e {
+                    FtpError::SecureError(m) => RemoteError::new(
+                        ErrorKind::PermissionDenied,
+                        format!("TLS with {}: {m}", cfg.host),
+                    ),
+                    other => reply::from_ftp(&what, other),
+                })?;
+                f.get_ref()
+                    .set_read_timeout(Some(cfg.connect_timeout))
+                    .and_then(|_| f.get_ref().set_write_timeout(Some(cfg.timeout)))
+                    .map_err(|e| reply::from_io(&what, &e))?;
+                f
+            }
+        };
+        let mut ftp = ftp.passive_stream_builder(move |addr| {
+            let s = TcpStream::connect_timeout(&addr, connect_timeout)
+                .map_err(FtpError::ConnectionError)?;
+            s.set_read_timeout(Some(timeout))
+                .and_then(|_| s.set_write_timeout(Some(timeout)))
+                .map_err(FtpError::ConnectionError)?;
+            Ok(s)
+        });
+        if cfg.pasv_ip_workaround {
+            ftp.set_passive_nat_workaround(true);
+        }
+        if cfg.latin1 {
+            ftp.set_encoding(Latin1);
+        }
+        let ftp = if cfg.active {
+            ftp.active_mode(cfg.timeout)
+        } else {
+            ftp
+        };
         let mut ftp = match (&cfg.tls, cfg.tls_mode) {
-            (Some(tls), mode) if mode != super::tls::TlsMode::Off => {
+            (Some(tls), mode)
+                if mode == super::tls::TlsMode::Explicit || mode == super::tls::TlsMode::Try =>
+            {
                 log::debug!("[conn {id}] > AUTH TLS");
                 match ftp.into_secure(RustlsConnector::from(std::sync::Arc::clone(tls)), &cfg.host)
                 {
@@ -214,7 +279,9 @@ impl Conn {
         ftp.get_ref()
             .set_read_timeout(Some(cfg.timeout))
             .map_err(|e| reply::from_io("set timeout", &e))?;
-        ftp.set_mode(Mode::ExtendedPassive);
+        if !cfg.active {
+            ftp.set_mode(Mode::ExtendedPassive);
+        }
         log::debug!("[conn {id}] logged in as {:?}", cfg.user);
         Ok(Conn {
             ftp,
@@ -320,8 +387,20 @@ mod tests {
             timeout: Duration::from_secs(1),
             tls_mode: Default::default(),
             tls: None,
+            active: false,
+            pasv_ip_workaround: false,
+            latin1: false,
         };
         assert!(!format!("{cfg:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn latin1_round_trips_and_refuses_what_it_cannot_write() {
+        use suppaftp::Encoding;
+        let bytes = Latin1.encode("café").unwrap();
+        assert_eq!(bytes, b"caf\xe9");
+        assert_eq!(Latin1.decode(&bytes), "café");
+        assert!(Latin1.encode("日本").is_err());
     }
 
     #[test]

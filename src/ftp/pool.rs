@@ -228,7 +228,9 @@ impl Pool {
             let f = conn.features();
             log::info!("server features: {}", f.summary());
             // Try EPSV once; a server that refuses it gets PASV from now on.
-            if let Err(e) = conn.probe_epsv() {
+            if self.cfg.active {
+                // no passive mode at all
+            } else if let Err(e) = conn.probe_epsv() {
                 log::debug!("EPSV probe failed: {}", e.message);
                 if e.kind == ErrorKind::Unsupported {
                     self.disable_epsv();
@@ -241,7 +243,9 @@ impl Pool {
     }
 
     fn wrap(self: &Arc<Self>, mut conn: Conn, purpose: Purpose) -> PooledConn {
-        let mode = if self.epsv_enabled() {
+        let mode = if self.cfg.active {
+            Mode::Active
+        } else if self.epsv_enabled() {
             Mode::ExtendedPassive
         } else {
             Mode::Passive

@@ -1,0 +1,80 @@
+//! Connection modes and name encodings: active mode (PORT/EPRT), the PASV address
+//! workaround for servers behind NAT, and Latin-1 names on legacy servers.
+
+#[macro_use]
+mod support;
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+
+use support::{files_equal, write_file, FtpServer, Mount};
+use tempfile::TempDir;
+
+on_both_servers!(active_mode_reads_and_writes, pasv_ip_workaround_works);
+
+fn active_mode_reads_and_writes(s: FtpServer) {
+    s.create_file("dir/a.txt", b"active");
+    let m = Mount::new(&s, &["active"]);
+    assert_eq!(
+        fs::read(m.path("dir/a.txt")).unwrap(),
+        b"active",
+        "{}",
+        m.log()
+    );
+    let local = TempDir::new().unwrap();
+    let src = local.path().join("f.bin");
+    write_file(&src, 3 << 20, 3);
+    fs::copy(&src, m.path("f.bin")).unwrap();
+    assert!(files_equal(&src, s.path("f.bin")), "{}", m.log());
+    let cmds = s.commands();
+    assert!(
+        cmds.iter()
+            .any(|c| c.starts_with("PORT") || c.starts_with("EPRT")),
+        "no active-mode command in {cmds:?}"
+    );
+    assert!(!cmds.iter().any(|c| c == "PASV" || c == "EPSV"), "{cmds:?}");
+}
+
+fn pasv_ip_workaround_works(s: FtpServer) {
+    s.create_file("a.txt", b"nat");
+    let m = Mount::new(&s, &["pasv_ip_workaround"]);
+    assert_eq!(fs::read(m.path("a.txt")).unwrap(), b"nat", "{}", m.log());
+}
+
+/// vsftpd passes name bytes through, so it can hold Latin-1 names.
+#[test]
+fn latin1_names_are_translated_both_ways() {
+    let s = FtpServer::vsftpd();
+    let latin1_name = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+    fs::write(s.root.join(latin1_name), b"latin1").unwrap();
+    s.fix_ownership();
+    let m = Mount::new(&s, &["encoding=latin1"]);
+    assert_eq!(
+        fs::read(m.path("café.txt")).unwrap(),
+        b"latin1",
+        "{}",
+        m.log()
+    );
+    fs::write(m.path("né.txt"), b"new").unwrap();
+    let on_server = s.root.join(std::ffi::OsStr::from_bytes(b"n\xe9.txt"));
+    assert_eq!(fs::read(on_server).unwrap(), b"new");
+    // a name Latin-1 cannot hold is refused when the upload is due, not mangled
+    let mut f = fs::File::create(m.path("日本.txt")).unwrap();
+    f.write_all(b"x").unwrap();
+    let e = f
+        .sync_all()
+        .expect_err("the name cannot be written in Latin-1");
+    assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}");
+    drop(f);
+    let names: Vec<Vec<u8>> = fs::read_dir(&s.root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| n.starts_with(b"caf") || n.starts_with(b"n")),
+        "a mangled name reached the server: {names:?}"
+    );
+}
