@@ -78,3 +78,70 @@ fn latin1_names_are_translated_both_ways() {
         "a mangled name reached the server: {names:?}"
     );
 }
+
+/// A pyftpdlib server on [::1], started directly (the harness binds 127.0.0.1).
+struct V6Server {
+    child: std::process::Child,
+    port: u16,
+    root: TempDir,
+}
+
+impl V6Server {
+    fn start() -> V6Server {
+        use std::io::BufRead;
+        let root = TempDir::new().unwrap();
+        let mut child = std::process::Command::new("python3")
+            .arg(support::ftpserver_script())
+            .args([
+                "--host",
+                "::1",
+                "--port",
+                "0",
+                "--user",
+                "u6",
+                "--password",
+                "pw6",
+                "--quiet",
+            ])
+            .arg("--root")
+            .arg(root.path())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let out = child.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(out).read_line(&mut line).unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("READY ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| {
+                let _ = child.kill();
+                panic!("no READY line: {line:?}")
+            });
+        V6Server { child, port, root }
+    }
+}
+
+impl Drop for V6Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn ipv6_host_with_epsv() {
+    let s = V6Server::start();
+    fs::write(s.root.path().join("a.txt"), b"over IPv6").unwrap();
+    let url = format!("ftp://u6@[::1]:{}/", s.port);
+    let m = Mount::try_spawn(&url, Some("pw6"), &[], &[], &[]).unwrap();
+    assert_eq!(
+        fs::read(m.path("a.txt")).unwrap(),
+        b"over IPv6",
+        "{}",
+        m.log()
+    );
+    fs::write(m.path("b.txt"), b"back").unwrap();
+    assert_eq!(fs::read(s.root.path().join("b.txt")).unwrap(), b"back");
+}
