@@ -18,8 +18,6 @@ pub struct Target {
     pub path: String,
     /// `ftpes://`: explicit TLS is required.
     pub tls: bool,
-    /// `ftps://`: TLS from the first byte.
-    pub implicit_tls: bool,
 }
 
 impl Target {
@@ -49,13 +47,16 @@ fn decode(s: &str, what: &str) -> Result<String, String> {
 /// Parses `ftp://[user[:password]@]host[:port][/path]`.
 pub fn parse_url(s: &str) -> Result<Target, String> {
     let url = url::Url::parse(s).map_err(|e| format!("malformed URL {:?}: {e}", redact(s)))?;
-    let (tls, implicit_tls) = match url.scheme() {
-        "ftp" => (false, false),
-        "ftpes" => (true, false),
-        "ftps" => (false, true),
+    let tls = match url.scheme() {
+        "ftp" => false,
+        "ftpes" => true,
+        "ftps" => return Err(
+            "implicit FTPS (ftps://) is not supported yet; use ftpes:// or -o tls (explicit TLS)"
+                .into(),
+        ),
         other => {
             return Err(format!(
-                "unsupported URL scheme {other:?}; use ftp://, ftpes:// or ftps://"
+                "unsupported URL scheme {other:?}; use ftp:// or ftpes://"
             ))
         }
     };
@@ -89,12 +90,11 @@ pub fn parse_url(s: &str) -> Result<Target, String> {
     }
     Ok(Target {
         host,
-        port: url.port().unwrap_or(if implicit_tls { 990 } else { 21 }),
+        port: url.port().unwrap_or(21),
         user,
         password,
         path,
         tls,
-        implicit_tls,
     })
 }
 
@@ -298,8 +298,7 @@ mod tests {
         assert!(parse_url("http://host/").is_err());
         assert!(parse_url("ftpes://host/").unwrap().tls);
         assert!(!parse_url("ftp://host/").unwrap().tls);
-        let implicit = parse_url("ftps://host/").unwrap();
-        assert!(implicit.implicit_tls && implicit.port == 990);
+        assert!(parse_url("ftps://host/").unwrap_err().contains("ftpes://"));
         assert!(parse_url("ftp://").is_err());
         assert!(parse_url("not a url").is_err());
         assert!(parse_url("ftp://h/a%0Ab").is_err());

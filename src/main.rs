@@ -68,9 +68,7 @@ fn run(args: Args) -> Result<(), String> {
     let display = target.display(&login.user);
 
     let tls_opts = ftp::tls::TlsOptions {
-        mode: if target.implicit_tls {
-            ftp::tls::TlsMode::Implicit
-        } else if target.tls {
+        mode: if target.tls {
             ftp::tls::TlsMode::Explicit
         } else {
             opts.tls

@@ -185,31 +185,7 @@ impl Conn {
             .and_then(|_| tcp.set_nodelay(true))
             .map_err(|e| reply::from_io(&what, &e))?;
         let (connect_timeout, timeout) = (cfg.connect_timeout, cfg.timeout);
-        let implicit = match (&cfg.tls, cfg.tls_mode) {
-            (Some(tls), super::tls::TlsMode::Implicit) => Some(std::sync::Arc::clone(tls)),
-            _ => None,
-        };
-        let ftp = match implicit {
-            None => Ftp::connect_with_stream(tcp).map_err(|e| reply::from_ftp(&what, e))?,
-            Some(tls) => {
-                // The server was reachable within the timeout; suppaftp's implicit
-                // connect opens its own socket, which gets the timeouts right after.
-                drop(tcp);
-                let f = Ftp::connect_secure_implicit(addr, RustlsConnector::from(tls), &cfg.host)
-                    .map_err(|e| match e {
-                    FtpError::SecureError(m) => RemoteError::new(
-                        ErrorKind::PermissionDenied,
-                        format!("TLS with {}: {m}", cfg.host),
-                    ),
-                    other => reply::from_ftp(&what, other),
-                })?;
-                f.get_ref()
-                    .set_read_timeout(Some(cfg.connect_timeout))
-                    .and_then(|_| f.get_ref().set_write_timeout(Some(cfg.timeout)))
-                    .map_err(|e| reply::from_io(&what, &e))?;
-                f
-            }
-        };
+        let ftp = Ftp::connect_with_stream(tcp).map_err(|e| reply::from_ftp(&what, e))?;
         let mut ftp = ftp.passive_stream_builder(move |addr| {
             let s = TcpStream::connect_timeout(&addr, connect_timeout)
                 .map_err(FtpError::ConnectionError)?;

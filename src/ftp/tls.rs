@@ -21,8 +21,6 @@ pub enum TlsMode {
     Try,
     /// AUTH TLS, or fail (`-o tls`, `ftpes://`).
     Explicit,
-    /// TLS from the first byte (`ftps://`, port 990).
-    Implicit,
 }
 
 /// How to check the server's certificate.
