@@ -7,7 +7,7 @@ Usage:
                  [--no-mlsd] [--single-thread] [--auth-failed-delay SECS]
                  [--max-upload BYTES] [--refuse-stor]
                  [--idle-timeout SECS] [--garbage-list MODE]
-                 [--quiet] [--watch-stdin]
+                 [--dos-list] [--quiet] [--watch-stdin]
 
 Prints "READY <port>" on stdout (flushed) once it is listening.
 
@@ -36,6 +36,12 @@ starts with "garbage" with nonsense (other directories list normally):
   reply         a reply line without a code ("xyz garbage") and no transfer;
   unterminated  a multi-line "150-" reply that never ends (the client must
                 time out).
+--dos-list imitates a DOS/IIS-style server: LIST answers with lines like
+  "01-15-24  10:30AM       <DIR>          name" and
+  "01-15-24  02:05PM                 1234 name" (no permissions, owners,
+  seconds or symlinks; directories and files only), and MLSD/MLST, MFMT,
+  SIZE and SITE CHMOD are removed from FEAT/HELP and answered with
+  "500 Command not understood.".
 --watch-stdin makes the server exit when its stdin reaches EOF (useful for
 test harnesses: the server dies together with its parent).
 """
@@ -44,11 +50,14 @@ import argparse
 import logging
 import os
 import signal
+import stat
 import sys
 import threading
+import time
 
 try:
     from pyftpdlib.authorizers import DummyAuthorizer
+    from pyftpdlib.filesystems import AbstractedFS
     from pyftpdlib.handlers import DTPHandler, FTPHandler
     from pyftpdlib.servers import FTPServer, ThreadedFTPServer
 except ImportError:  # pragma: no cover - depends on the machine
@@ -111,6 +120,11 @@ def parse_args(argv=None):
         metavar="MODE",
         help="answer LIST/MLSD/NLST of directories named garbage* with "
         "nonsense: " + ", ".join(GARBAGE_MODES),
+    )
+    p.add_argument(
+        "--dos-list",
+        action="store_true",
+        help="DOS/IIS-style LIST lines; no MLSD/MLST, MFMT, SIZE, SITE CHMOD",
     )
     p.add_argument(
         "--quiet", action="store_true", help="only log warnings and errors"
@@ -219,6 +233,38 @@ def garbage_listing(cmd):
     return b"\r\n".join(out) + b"\nlf-only-end\rcr-inside\r\n"
 REFUSE_REPLY = "553 Permission denied."
 
+# Commands a DOS/IIS-style server (--dos-list) does not have.
+DOS_MISSING_CMDS = ("MLSD", "MLST", "MFMT", "SIZE", "SITE CHMOD")
+
+
+class DosListFS(AbstractedFS):
+    """LIST in the DOS/IIS format (MM-DD-YY  HH:MMAM <DIR>|size name)."""
+
+    def format_list(self, basedir, listing, ignore_err=True):
+        for name in listing:
+            path = os.path.join(basedir, name)
+            try:
+                try:
+                    st = self.stat(path)  # IIS shows what a link points to
+                except OSError:
+                    st = self.lstat(path)
+            except OSError:
+                if ignore_err:
+                    continue
+                raise
+            if self.cmd_channel.use_gmt_times:
+                t = time.gmtime(st.st_mtime)
+            else:
+                t = time.localtime(st.st_mtime)
+            date = time.strftime("%m-%d-%y  %I:%M%p", t)
+            if stat.S_ISDIR(st.st_mode):
+                line = f"{date}       <DIR>          {name}"
+            else:
+                line = f"{date} {st.st_size:>20} {name}"
+            yield (line + "\r\n").encode(
+                self.cmd_channel.encoding, self.cmd_channel.unicode_errors
+            )
+
 
 def make_quota_dtp_handler(max_upload):
     """A DTPHandler that aborts uploads growing a file beyond max_upload."""
@@ -285,6 +331,9 @@ def make_handler(args):
     if args.no_mlsd:
         proto.pop("MLSD", None)
         proto.pop("MLST", None)
+    if args.dos_list:
+        for cmd in DOS_MISSING_CMDS:
+            proto.pop(cmd, None)
 
     class Handler(FTPHandler):
         proto_cmds = proto
@@ -355,6 +404,9 @@ def make_handler(args):
             self._ftpfs_upload = None
             return super().ftp_STOU(line)
 
+    if args.dos_list:
+        Handler.abstracted_fs = DosListFS
+        Handler.banner = "Microsoft FTP Service (ftpfs test server, DOS-style LIST)"
     if args.max_upload is not None:
         Handler.dtp_handler = make_quota_dtp_handler(args.max_upload)
     Handler.authorizer = authorizer

@@ -264,3 +264,68 @@ start_ftpserver() {
         sleep 0.1
     done
 }
+
+# Extra FTP servers for tests/matrix.rs. pure-ftpd and proftpd conflict with
+# vsftpd as Debian packages, so they are not installed: their .debs are
+# downloaded (apt-get download) and unpacked (dpkg -x) into private
+# directories under $FTPFS_EXTRA_SERVERS_DIR. Only their shared libraries
+# that do not conflict are installed normally. Idempotent: a server that is
+# already unpacked (its binary exists and runs) is skipped.
+FTPFS_EXTRA_SERVERS_DIR="${FTPFS_EXTRA_SERVERS_DIR:-/opt/ftpfs-test-servers}"
+# Runtime libraries of the unpacked binaries (see `ldd`).
+FTPFS_EXTRA_SERVER_LIBS=(libhiredis0.14 libmemcached11 libmemcachedutil2 libsodium23 libcap2 libpam0g libssl3 libpcre2-posix3)
+
+# _unpack_debs NAME BINARY PKG...: download PKG... and unpack them into
+# $FTPFS_EXTRA_SERVERS_DIR/NAME unless NAME/BINARY already exists.
+_unpack_debs() {
+    local name="$1" bin="$2"
+    shift 2
+    local dest="$FTPFS_EXTRA_SERVERS_DIR/$name"
+    if [[ -x "$dest/$bin" ]]; then
+        info "$name: present ($dest/$bin)"
+        return 0
+    fi
+    info "unpacking $name (${*}) into $dest"
+    local tmp
+    tmp="$(mktemp -d)"
+    chmod 755 "$tmp" # apt-get download runs as _apt
+    if ! (cd "$tmp" && as_root apt-get download "$@" >/dev/null); then
+        info "apt-get download failed: running apt-get update and retrying"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        (cd "$tmp" && as_root apt-get download "$@" >/dev/null) || {
+            rm -rf "$tmp"
+            die "apt-get download $* failed"
+        }
+    fi
+    as_root mkdir -p "$dest.partial"
+    local deb
+    for deb in "$tmp"/*.deb; do
+        as_root dpkg -x "$deb" "$dest.partial"
+    done
+    as_root rm -rf "$tmp" "$dest"
+    as_root mv "$dest.partial" "$dest"
+    [[ -x "$dest/$bin" ]] || die "$name: $dest/$bin missing after unpacking"
+}
+
+install_extra_servers() {
+    local -a missing=()
+    local pkg
+    for pkg in "${FTPFS_EXTRA_SERVER_LIBS[@]}"; do
+        _pkg_installed "$pkg" || missing+=("$pkg")
+    done
+    if ((${#missing[@]})); then
+        info "installing libraries for the extra FTP servers: ${missing[*]}"
+        _apt_install "${missing[@]}"
+    fi
+    _unpack_debs pure-ftpd usr/sbin/pure-ftpd pure-ftpd pure-ftpd-common
+    _unpack_debs proftpd usr/sbin/proftpd proftpd-core
+    local bin
+    for bin in pure-ftpd/usr/sbin/pure-ftpd proftpd/usr/sbin/proftpd; do
+        if ldd "$FTPFS_EXTRA_SERVERS_DIR/$bin" | grep -q 'not found'; then
+            ldd "$FTPFS_EXTRA_SERVERS_DIR/$bin" | grep 'not found' >&2
+            die "$bin: missing shared libraries"
+        fi
+    done
+    "$FTPFS_EXTRA_SERVERS_DIR/proftpd/usr/sbin/proftpd" -v 2>&1 | head -n1 || true
+    "$FTPFS_EXTRA_SERVERS_DIR/pure-ftpd/usr/sbin/pure-ftpd" --help 2>&1 | head -n1 || true
+}

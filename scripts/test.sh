@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 
 section "Installing dependencies"
 install_deps
+install_extra_servers
 ensure_rust_components
 
 section "Ensuring vsftpd test user '$FTP_TEST_USER'"

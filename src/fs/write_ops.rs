@@ -284,8 +284,6 @@ impl FtpFs {
             });
             ws.pending_mode = old_mode.filter(|m| *m != DEFAULT_FILE_MODE);
         }
-        // The mode this upload must leave (the private-file path applies it early).
-        let wanted_mode = ws.pending_mode;
         // A broken connection gets one more try at once (a whole new upload).
         let mut result = ws.upload(&*self.remote, &path, self.cfg.upload_mode);
         if let Err(e) = &result {
@@ -303,11 +301,12 @@ impl FtpFs {
         // The content's time is its last change, as on a local disk, not the upload's.
         let changed = whole_seconds(ws.modified);
         entry.mtime = Some(changed);
-        entry.mode = wanted_mode;
+        // The mode the server now has, as far as we set one (else the listing's).
+        entry.mode = ws.applied_mode.take();
         if let Some(mode) = ws.pending_mode.take() {
-            if let Err(e) = self.remote.chmod(&path, mode) {
-                log::warn!("chmod {path} after upload: {}", e.message);
-                entry.mode = None;
+            match self.remote.chmod(&path, mode) {
+                Ok(()) => entry.mode = Some(mode),
+                Err(e) => log::warn!("chmod {path} after upload: {}", e.message),
             }
         }
         let mtime = ws.pending_mtime.take();

@@ -82,6 +82,8 @@ pub struct WriteState {
     orphan_temp: Option<String>,
     /// `exists_remotely` as it was when the last successful upload started.
     existed_before_upload: bool,
+    /// The mode the last upload set on the server, if it set one.
+    pub applied_mode: Option<u32>,
 }
 
 impl WriteState {
@@ -103,6 +105,7 @@ impl WriteState {
             no_streaming: false,
             orphan_temp: None,
             existed_before_upload: exists,
+            applied_mode: None,
         })
     }
 
@@ -327,9 +330,21 @@ impl WriteState {
                     // content lands, so other server users never see the content.
                     // The owner keeps write access until the content is in.
                     remote.store(path, &mut io::Cursor::new(Vec::new()))?;
-                    remote.chmod(path, (mode | 0o600) & 0o7777)?;
-                    if mode | 0o600 == mode {
-                        self.pending_mode = None;
+                    let restricted = (mode | 0o600) & 0o7777;
+                    match remote.chmod(path, restricted) {
+                        Ok(()) => {
+                            self.applied_mode = Some(restricted);
+                            if restricted == mode {
+                                self.pending_mode = None;
+                            }
+                        }
+                        Err(e) if e.kind.is_transient() => return Err(e),
+                        Err(e) => {
+                            // A server without SITE CHMOD keeps its own mode; the data
+                            // must still get there.
+                            log::warn!("cannot restrict {path} before upload: {}", e.message);
+                            self.pending_mode = None;
+                        }
                     }
                 }
                 if let Err(e) = remote.store(path, self.spool.as_file_mut()) {

@@ -259,9 +259,17 @@ impl Remote for FtpRemote {
                 "the server cannot set times",
             ));
         }
-        // vsftpd and others take a time before the path to set it.
-        match self.simple(&format!("MDTM {stamp} {full}")) {
-            Err(e) if matches!(e.kind, ErrorKind::Unsupported | ErrorKind::InvalidName) => {
+        // vsftpd and others take a time before the path to set it. A server that
+        // cannot takes the time for part of the file name, and says it is not there.
+        let line = format!("MDTM {stamp} {full}");
+        match self.simple(&line) {
+            Err(e)
+                if matches!(e.kind, ErrorKind::Unsupported | ErrorKind::InvalidName)
+                    || (e.kind == ErrorKind::NotFound
+                        && e.message
+                            .strip_prefix(&format!("{line}: "))
+                            .is_some_and(|reply| reply.contains(&stamp))) =>
+            {
                 log::info!(
                     "server cannot set modification times ({}); keeping them locally",
                     e.message

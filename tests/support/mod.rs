@@ -567,6 +567,36 @@ impl ServerKind {
     }
 }
 
+/// The exact server an [`FtpServer`] runs. [`ServerKind`] stays at two
+/// variants because tests/external.rs and tests/faults.rs match on it
+/// exhaustively; pure-ftpd and ProFTPD servers have `kind ==
+/// ServerKind::Vsftpd` (a real, root-run server with unix users) and are
+/// told apart by this.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerFlavor {
+    Pyftpdlib,
+    Vsftpd,
+    /// pure-ftpd unpacked by `install_extra_servers` (scripts/lib.sh).
+    PureFtpd,
+    /// ProFTPD unpacked by `install_extra_servers` (scripts/lib.sh).
+    Proftpd,
+    /// pyftpdlib with `--dos-list` ([`FtpServer::dos_style`]).
+    DosStyle,
+}
+
+impl ServerFlavor {
+    /// The server's name, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerFlavor::Pyftpdlib => "pyftpdlib",
+            ServerFlavor::Vsftpd => "vsftpd",
+            ServerFlavor::PureFtpd => "pure-ftpd",
+            ServerFlavor::Proftpd => "proftpd",
+            ServerFlavor::DosStyle => "dos-style",
+        }
+    }
+}
+
 /// The last `n` lines of `text`.
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
@@ -591,6 +621,8 @@ pub struct FtpServer {
     pub user: String,
     pub password: String,
     pub kind: ServerKind,
+    /// Which server exactly (see [`ServerFlavor`]).
+    pub flavor: ServerFlavor,
     cmdlog: PathBuf,
     /// stdout/stderr of the server process.
     outlog: PathBuf,
@@ -691,6 +723,7 @@ impl FtpServer {
             user: user.unwrap_or("anonymous").to_string(),
             password,
             kind: ServerKind::Pyftpdlib,
+            flavor: ServerFlavor::Pyftpdlib,
             cmdlog,
             outlog,
             cmd_offset: AtomicU64::new(0),
@@ -795,6 +828,7 @@ impl FtpServer {
                         user: VSFTPD_USER.to_string(),
                         password: VSFTPD_PASSWORD.to_string(),
                         kind: ServerKind::Vsftpd,
+                        flavor: ServerFlavor::Vsftpd,
                         cmdlog,
                         outlog,
                         cmd_offset: AtomicU64::new(0),
@@ -857,9 +891,13 @@ impl FtpServer {
         }
         String::from_utf8_lossy(&data)
             .lines()
-            .filter_map(|line| match self.kind {
-                ServerKind::Pyftpdlib => Some(line.to_string()),
-                ServerKind::Vsftpd => parse_vsftpd_command(line),
+            .filter_map(|line| match self.flavor {
+                ServerFlavor::Pyftpdlib | ServerFlavor::DosStyle => Some(line.to_string()),
+                ServerFlavor::Vsftpd => parse_vsftpd_command(line),
+                // pure-ftpd only logs commands to syslog: its log stays empty.
+                ServerFlavor::PureFtpd => None,
+                // ExtendedLog with LogFormat "%m %J" (PASS shows "(hidden)").
+                ServerFlavor::Proftpd => Some(line.trim_end().to_string()),
             })
             .map(|c| mask_password(&c))
             .collect()
@@ -903,8 +941,14 @@ impl FtpServer {
     /// vsftpd, by its protocol log. Handy in assertion messages.
     pub fn log(&self) -> String {
         let mut s = read_lossy(&self.outlog);
-        if self.kind == ServerKind::Vsftpd {
+        if self.flavor == ServerFlavor::Vsftpd {
             s.push_str("\n--- vsftpd.log ---\n");
+            s.push_str(&read_lossy(&self.cmdlog));
+        }
+        if self.flavor == ServerFlavor::Proftpd {
+            s.push_str("\n--- proftpd SystemLog ---\n");
+            s.push_str(&read_lossy(&self._work_dir.path().join("system.log")));
+            s.push_str("\n--- proftpd ExtendedLog ---\n");
             s.push_str(&read_lossy(&self.cmdlog));
         }
         s
@@ -970,6 +1014,276 @@ impl Drop for FtpServer {
 }
 
 // ---------------------------------------------------------------------------
+// More server kinds: pure-ftpd, ProFTPD, a DOS/IIS-style pyftpdlib
+// ---------------------------------------------------------------------------
+
+/// Where `install_extra_servers` (scripts/lib.sh) unpacks pure-ftpd and
+/// ProFTPD: `$FTPFS_EXTRA_SERVERS_DIR`, default `/opt/ftpfs-test-servers`.
+pub fn extra_servers_dir() -> PathBuf {
+    std::env::var_os("FTPFS_EXTRA_SERVERS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/ftpfs-test-servers"))
+}
+
+fn extra_server_bin(dir: &str, rel: &str) -> Result<PathBuf, String> {
+    let p = extra_servers_dir().join(dir).join(rel);
+    if p.exists() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "{} is missing: run scripts/test.sh (install_extra_servers in scripts/lib.sh)",
+            p.display()
+        ))
+    }
+}
+
+/// A fresh work dir and a root dir (mode 0755) owned by `uid:gid`.
+fn private_root(uid: u32, gid: u32) -> Result<(TempDir, TempDir, PathBuf), String> {
+    let work = tmpdir("ftpfs-srv-")?;
+    let root_dir = tmpdir("ftpfs-root-")?;
+    let root = root_dir.path().to_path_buf();
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o755))
+        .and_then(|_| std::os::unix::fs::chown(&root, Some(uid), Some(gid)))
+        .map_err(|e| format!("chown {}: {e}", root.display()))?;
+    Ok((work, root_dir, root))
+}
+
+/// Wait for a `220` greeting (containing `token`, if given) from `child` on
+/// `port`; Err if the child exits first or nothing answers in time.
+fn wait_for_child_banner(
+    child: &mut Child,
+    port: u16,
+    token: Option<&str>,
+    what: &str,
+) -> Result<(), String> {
+    let deadline = Instant::now() + SERVER_START_TIMEOUT;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("{what} exited with {status}"));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!("{what} did not greet on port {port} in time"));
+        }
+        match wait_for_banner(port, token, left.min(Duration::from_millis(300))) {
+            Ok(()) => {
+                // Give a server that lost a bind race a moment to die.
+                thread::sleep(Duration::from_millis(50));
+                return match child.try_wait() {
+                    Ok(None) => Ok(()),
+                    Ok(Some(status)) => Err(format!("{what} exited with {status}")),
+                    Err(e) => Err(e.to_string()),
+                };
+            }
+            Err(e) if e.contains("wrong server") => return Err(e),
+            Err(_) => {}
+        }
+    }
+}
+
+impl FtpServer {
+    /// pure-ftpd (unpacked by `install_extra_servers`), user [`VSFTPD_USER`]
+    /// as a virtual user (private `pure-pw` database) chrooted to a fresh
+    /// root. Needs root. [`commands`](Self::commands) is always empty:
+    /// pure-ftpd only logs commands to syslog.
+    pub fn pure_ftpd() -> FtpServer {
+        Self::try_pure_ftpd().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn try_pure_ftpd() -> Result<FtpServer, String> {
+        let (uid, gid) = ensure_vsftpd_user()?;
+        let bin = extra_server_bin("pure-ftpd", "usr/sbin/pure-ftpd")?;
+        let pure_pw = extra_server_bin("pure-ftpd", "usr/bin/pure-pw")?;
+        let (work, root_dir, root) = private_root(uid, gid)?;
+        let passwd = work.path().join("pureftpd.passwd");
+        let pdb = work.path().join("pureftpd.pdb");
+        let cmdlog = work.path().join("commands.log");
+        let outlog = work.path().join("server.log");
+        File::create(&cmdlog).map_err(|e| format!("create {}: {e}", cmdlog.display()))?;
+        let s = |p: &Path| p.to_string_lossy().into_owned();
+        run_checked(
+            &s(&pure_pw),
+            &[
+                "useradd",
+                VSFTPD_USER,
+                "-u",
+                &uid.to_string(),
+                "-g",
+                &gid.to_string(),
+                "-d",
+                &s(&root),
+                "-f",
+                &s(&passwd),
+                "-m",
+                "-F",
+                &s(&pdb),
+            ],
+            Some(&format!("{VSFTPD_PASSWORD}\n{VSFTPD_PASSWORD}\n")),
+        )?;
+
+        let mut last_err = String::new();
+        for _attempt in 0..8 {
+            let port = free_port();
+            let mut child = Command::new(&bin)
+                .arg("-S")
+                .arg(format!("127.0.0.1,{port}"))
+                .arg("-l")
+                .arg(format!("puredb:{}", pdb.display()))
+                // No anonymous logins, no DNS lookups, chroot everyone,
+                // IPv4 only.
+                .args(["-E", "-H", "-A", "-4"])
+                .stdin(Stdio::null())
+                .stdout(file_for_child(&outlog)?)
+                .stderr(file_for_child(&outlog)?)
+                .spawn()
+                .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+            match wait_for_child_banner(&mut child, port, Some("Pure-FTPd"), "pure-ftpd") {
+                Ok(()) => {
+                    return Ok(FtpServer {
+                        port,
+                        root,
+                        user: VSFTPD_USER.to_string(),
+                        password: VSFTPD_PASSWORD.to_string(),
+                        kind: ServerKind::Vsftpd,
+                        flavor: ServerFlavor::PureFtpd,
+                        cmdlog,
+                        outlog,
+                        cmd_offset: AtomicU64::new(0),
+                        owner: Some((uid, gid)),
+                        child,
+                        _stdin: None,
+                        _root_dir: root_dir,
+                        _work_dir: work,
+                    });
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    last_err = format!("{e}\npure-ftpd output:\n{}", read_lossy(&outlog));
+                }
+            }
+        }
+        Err(format!("pure-ftpd failed to start: {last_err}"))
+    }
+
+    /// ProFTPD (unpacked by `install_extra_servers`) with a generated config:
+    /// unix logins as [`VSFTPD_USER`], `DefaultRoot` a fresh root, commands
+    /// recorded with `ExtendedLog` (see [`commands`](Self::commands)).
+    /// Needs root.
+    pub fn proftpd() -> FtpServer {
+        Self::try_proftpd(&[]).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// ProFTPD with extra config lines appended to the generated config.
+    pub fn try_proftpd(extra_config: &[&str]) -> Result<FtpServer, String> {
+        let (uid, gid) = ensure_vsftpd_user()?;
+        let bin = extra_server_bin("proftpd", "usr/sbin/proftpd")?;
+        let (work, root_dir, root) = private_root(uid, gid)?;
+        let w = work.path();
+        let cmdlog = w.join("commands.log");
+        let outlog = w.join("server.log");
+        File::create(&cmdlog).map_err(|e| format!("create {}: {e}", cmdlog.display()))?;
+        let conf_path = w.join("proftpd.conf");
+        let group = if fs::read_to_string("/etc/group")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("nogroup:"))
+        {
+            "nogroup"
+        } else {
+            "nobody"
+        };
+
+        let mut last_err = String::new();
+        for _attempt in 0..8 {
+            let port = free_port();
+            let token = format!("{:016x}", random_u64());
+            let mut conf = format!(
+                "ServerName \"ftpfs-test {token}\"\n\
+                 ServerType standalone\n\
+                 Port {port}\n\
+                 DefaultAddress 127.0.0.1\n\
+                 SocketBindTight on\n\
+                 UseIPv6 off\n\
+                 User nobody\n\
+                 Group {group}\n\
+                 Umask 022\n\
+                 AuthOrder mod_auth_unix.c\n\
+                 RequireValidShell off\n\
+                 DefaultRoot {root}\n\
+                 AllowOverwrite on\n\
+                 WtmpLog off\n\
+                 UseReverseDNS off\n\
+                 DelayTable none\n\
+                 MaxInstances 100\n\
+                 ScoreboardFile {w}/proftpd.scoreboard\n\
+                 PidFile {w}/proftpd.pid\n\
+                 SystemLog {w}/system.log\n\
+                 TransferLog none\n\
+                 LogFormat ftpfscmds \"%m %J\"\n\
+                 ExtendedLog {cmdlog} ALL ftpfscmds\n",
+                root = root.display(),
+                w = w.display(),
+                cmdlog = cmdlog.display(),
+            );
+            for line in extra_config {
+                conf.push_str(line);
+                conf.push('\n');
+            }
+            fs::write(&conf_path, conf).map_err(|e| format!("write proftpd.conf: {e}"))?;
+            let mut child = Command::new(&bin)
+                .args(["-n", "-q", "-c"])
+                .arg(&conf_path)
+                .stdin(Stdio::null())
+                .stdout(file_for_child(&outlog)?)
+                .stderr(file_for_child(&outlog)?)
+                .spawn()
+                .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+            match wait_for_child_banner(&mut child, port, Some(&token), "proftpd") {
+                Ok(()) => {
+                    return Ok(FtpServer {
+                        port,
+                        root,
+                        user: VSFTPD_USER.to_string(),
+                        password: VSFTPD_PASSWORD.to_string(),
+                        kind: ServerKind::Vsftpd,
+                        flavor: ServerFlavor::Proftpd,
+                        cmdlog,
+                        outlog,
+                        cmd_offset: AtomicU64::new(0),
+                        owner: Some((uid, gid)),
+                        child,
+                        _stdin: None,
+                        _root_dir: root_dir,
+                        _work_dir: work,
+                    });
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    last_err = format!(
+                        "{e}\nproftpd output:\n{}\nSystemLog:\n{}",
+                        read_lossy(&outlog),
+                        read_lossy(&w.join("system.log"))
+                    );
+                }
+            }
+        }
+        Err(format!("proftpd failed to start: {last_err}"))
+    }
+
+    /// A DOS/IIS-style server: pyftpdlib with `--dos-list` (LIST lines like
+    /// `01-15-24  10:30AM       <DIR>          name`; no MLSD/MLST, MFMT,
+    /// SIZE or SITE CHMOD). Its `kind` is [`ServerKind::Pyftpdlib`]; a
+    /// restart does not keep `--dos-list` unless passed again.
+    pub fn dos_style() -> FtpServer {
+        let mut s = Self::pyftpdlib_with_args(&["--dos-list"]);
+        s.flavor = ServerFlavor::DosStyle;
+        s
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Stopping and restarting a server (fault-injection tests)
 // ---------------------------------------------------------------------------
 
@@ -1001,6 +1315,12 @@ impl FtpServer {
     /// at creation are not remembered); vsftpd reuses its config file.
     pub fn start_again_with_args(&mut self, extra: &[&str]) -> Result<(), String> {
         let deadline = Instant::now() + RESTART_TIMEOUT;
+        if matches!(self.flavor, ServerFlavor::PureFtpd | ServerFlavor::Proftpd) {
+            return Err(format!(
+                "restarting {} is not supported",
+                self.flavor.name()
+            ));
+        }
         let mut last = String::new();
         while Instant::now() < deadline {
             let started = match self.kind {
