@@ -158,14 +158,23 @@ impl MetaCache {
         if !leader {
             let (lock, cv) = &*flight;
             let mut slot = crate::sync::lock(lock);
-            while slot.is_none() {
+            loop {
+                if let Some(result) = slot.as_ref() {
+                    self.hits.fetch_add(1, Relaxed);
+                    return result.clone();
+                }
                 slot = cv.wait(slot).unwrap_or_else(|p| p.into_inner());
             }
-            self.hits.fetch_add(1, Relaxed);
-            return slot.clone().unwrap_or_else(|| unreachable!());
         }
         self.misses.fetch_add(1, Relaxed);
+        // If the fetch panics, the waiters must still be released (with an error).
+        let guard = FlightGuard {
+            cache: self,
+            dir,
+            flight: &flight,
+        };
         let result = fetch().map(|entries| Arc::new(Listing::new(entries)));
+        std::mem::forget(guard);
         {
             let mut inner = self.lock();
             inner.in_flight.remove(dir);
@@ -272,6 +281,25 @@ impl MetaCache {
             inner.dirs.len(),
             inner.entries,
         )
+    }
+}
+
+/// Releases the callers waiting on a listing whose fetch unwound (a panic).
+struct FlightGuard<'a> {
+    cache: &'a MetaCache,
+    dir: &'a str,
+    flight: &'a Flight,
+}
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        self.cache.lock().in_flight.remove(self.dir);
+        let (lock, cv) = &**self.flight;
+        *crate::sync::lock(lock) = Some(Err(crate::remote::RemoteError::new(
+            crate::remote::ErrorKind::Protocol,
+            format!("listing of {} failed", self.dir),
+        )));
+        cv.notify_all();
     }
 }
 
@@ -419,6 +447,29 @@ mod tests {
             "the fetched listing predates the change"
         );
         assert!(c.fresh("/d").is_none(), "so it is not trusted afterwards");
+    }
+
+    #[test]
+    fn a_panicking_fetch_releases_the_waiters() {
+        let c = Arc::new(MetaCache::new(Duration::from_secs(60), 1000));
+        let c2 = Arc::clone(&c);
+        let leader = std::thread::spawn(move || {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                c2.listing("/d", || {
+                    std::thread::sleep(Duration::from_millis(100));
+                    panic!("bug in a parser");
+                })
+            }));
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        // joins the flight, and must come back with an error instead of hanging
+        let r = c.listing("/d", || Ok(entries(1)));
+        leader.join().unwrap();
+        assert!(r.is_err() || r.is_ok_and(|l| l.entries.len() == 1));
+        assert!(
+            c.listing("/d", || Ok(entries(2))).is_ok(),
+            "the next fetch works"
+        );
     }
 
     #[test]
