@@ -822,22 +822,14 @@ impl FtpServer {
 
             match wait_for_banner_or_exit(&mut child, port, &token) {
                 Ok(()) => {
-                    return Ok(FtpServer {
+                    return Ok(FtpServer::run_as_test_user(
+                        ServerFlavor::Vsftpd,
                         port,
-                        root,
-                        user: VSFTPD_USER.to_string(),
-                        password: VSFTPD_PASSWORD.to_string(),
-                        kind: ServerKind::Vsftpd,
-                        flavor: ServerFlavor::Vsftpd,
-                        cmdlog,
-                        outlog,
-                        cmd_offset: AtomicU64::new(0),
-                        owner: Some((uid, gid)),
+                        (root, root_dir, work),
+                        (cmdlog, outlog),
+                        (uid, gid),
                         child,
-                        _stdin: None,
-                        _root_dir: root_dir,
-                        _work_dir: work,
-                    });
+                    ));
                 }
                 Err(e) => {
                     let _ = child.kill();
@@ -1139,22 +1131,14 @@ impl FtpServer {
                 .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
             match wait_for_child_banner(&mut child, port, Some("Pure-FTPd"), "pure-ftpd") {
                 Ok(()) => {
-                    return Ok(FtpServer {
+                    return Ok(FtpServer::run_as_test_user(
+                        ServerFlavor::PureFtpd,
                         port,
-                        root,
-                        user: VSFTPD_USER.to_string(),
-                        password: VSFTPD_PASSWORD.to_string(),
-                        kind: ServerKind::Vsftpd,
-                        flavor: ServerFlavor::PureFtpd,
-                        cmdlog,
-                        outlog,
-                        cmd_offset: AtomicU64::new(0),
-                        owner: Some((uid, gid)),
+                        (root, root_dir, work),
+                        (cmdlog, outlog),
+                        (uid, gid),
                         child,
-                        _stdin: None,
-                        _root_dir: root_dir,
-                        _work_dir: work,
-                    });
+                    ));
                 }
                 Err(e) => {
                     let _ = child.kill();
@@ -1241,22 +1225,14 @@ impl FtpServer {
                 .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
             match wait_for_child_banner(&mut child, port, Some(&token), "proftpd") {
                 Ok(()) => {
-                    return Ok(FtpServer {
+                    return Ok(FtpServer::run_as_test_user(
+                        ServerFlavor::Proftpd,
                         port,
-                        root,
-                        user: VSFTPD_USER.to_string(),
-                        password: VSFTPD_PASSWORD.to_string(),
-                        kind: ServerKind::Vsftpd,
-                        flavor: ServerFlavor::Proftpd,
-                        cmdlog,
-                        outlog,
-                        cmd_offset: AtomicU64::new(0),
-                        owner: Some((uid, gid)),
+                        (root, root_dir, work),
+                        (cmdlog, outlog),
+                        (uid, gid),
                         child,
-                        _stdin: None,
-                        _root_dir: root_dir,
-                        _work_dir: work,
-                    });
+                    ));
                 }
                 Err(e) => {
                     let _ = child.kill();
@@ -1270,6 +1246,34 @@ impl FtpServer {
             }
         }
         Err(format!("proftpd failed to start: {last_err}"))
+    }
+
+    /// A server started as root that logs users in as [`VSFTPD_USER`] (vsftpd,
+    /// pure-ftpd, ProFTPD); their `kind` is [`ServerKind::Vsftpd`].
+    fn run_as_test_user(
+        flavor: ServerFlavor,
+        port: u16,
+        (root, root_dir, work): (PathBuf, TempDir, TempDir),
+        (cmdlog, outlog): (PathBuf, PathBuf),
+        owner: (u32, u32),
+        child: Child,
+    ) -> FtpServer {
+        FtpServer {
+            port,
+            root,
+            user: VSFTPD_USER.to_string(),
+            password: VSFTPD_PASSWORD.to_string(),
+            kind: ServerKind::Vsftpd,
+            flavor,
+            cmdlog,
+            outlog,
+            cmd_offset: AtomicU64::new(0),
+            owner: Some(owner),
+            child,
+            _stdin: None,
+            _root_dir: root_dir,
+            _work_dir: work,
+        }
     }
 
     /// A DOS/IIS-style server: pyftpdlib with `--dos-list` (LIST lines like
