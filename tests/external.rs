@@ -28,7 +28,7 @@ use support::tail;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, OpenOptions};
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -944,8 +944,8 @@ fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Finished {
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let out = Arc::new(Mutex::new(Vec::new()));
     let err = Arc::new(Mutex::new(Vec::new()));
-    let out_done = collect(child.stdout.take(), out.clone());
-    let err_done = collect(child.stderr.take(), err.clone());
+    let out_done = support::spawn_reader(child.stdout.take(), out.clone());
+    let err_done = support::spawn_reader(child.stderr.take(), err.clone());
     let status = support::wait_timeout(&mut child, timeout);
     if status.is_none() {
         let _ = child.kill();
@@ -964,28 +964,6 @@ fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Finished {
         stderr: text(&err),
         elapsed: started.elapsed(),
     }
-}
-
-fn collect(
-    pipe: Option<impl Read + Send + 'static>,
-    buf: Arc<Mutex<Vec<u8>>>,
-) -> std::sync::mpsc::Receiver<()> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    thread::spawn(move || {
-        if let Some(mut pipe) = pipe {
-            let mut chunk = [0u8; 8192];
-            while let Ok(n) = pipe.read(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                if let Ok(mut b) = buf.lock() {
-                    b.extend_from_slice(&chunk[..n]);
-                }
-            }
-        }
-        let _ = tx.send(());
-    });
-    rx
 }
 
 // ---------------------------------------------------------------------------

@@ -9,7 +9,7 @@
 #[macro_use]
 mod support;
 
-use support::tail;
+use support::{tail, within};
 
 use std::fs;
 use std::io::{self, Read};
@@ -128,22 +128,6 @@ fn list_verb(s: &FtpServer) -> &'static str {
 fn assert_no_panic(m: &Mount) {
     let log = m.log();
     assert!(!log.contains("panicked"), "ftpfs panicked:\n{log}");
-}
-
-/// Runs `f` on its own thread and returns its result and how long it took;
-/// `None` if it did not finish within `limit` (the thread is left behind,
-/// blocked in the mount, and ends when the mount goes away).
-fn within<R: Send + 'static>(
-    limit: Duration,
-    f: impl FnOnce() -> R + Send + 'static,
-) -> Option<(R, Duration)> {
-    let (tx, rx) = mpsc::channel();
-    let t0 = Instant::now();
-    thread::spawn(move || {
-        let r = f();
-        let _ = tx.send((r, t0.elapsed()));
-    });
-    rx.recv_timeout(limit).ok()
 }
 
 /// The names in a directory, sorted.

@@ -8,7 +8,7 @@
 #[macro_use]
 mod support;
 
-use support::{diag, tail};
+use support::{diag, tail, within};
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
@@ -16,7 +16,6 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -66,20 +65,6 @@ fn names(dir: &Path) -> io::Result<Vec<String>> {
 
 fn errno(e: &io::Error) -> i32 {
     e.raw_os_error().unwrap_or(0)
-}
-
-/// Runs `f` on its own thread; `None` if it does not finish within `limit`.
-fn within<R: Send + 'static>(
-    limit: Duration,
-    f: impl FnOnce() -> R + Send + 'static,
-) -> Option<(R, Duration)> {
-    let (tx, rx) = mpsc::channel();
-    let t0 = Instant::now();
-    thread::spawn(move || {
-        let r = f();
-        let _ = tx.send((r, t0.elapsed()));
-    });
-    rx.recv_timeout(limit).ok()
 }
 
 fn assert_alive(m: &mut Mount) {

@@ -597,6 +597,22 @@ impl ServerFlavor {
     }
 }
 
+/// Runs `f` on its own thread and returns its result and how long it took;
+/// `None` if it did not finish within `limit` (the thread is left behind,
+/// blocked in the mount, and ends when the mount goes away).
+pub fn within<R: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> Option<(R, Duration)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t0 = Instant::now();
+    std::thread::spawn(move || {
+        let r = f();
+        let _ = tx.send((r, t0.elapsed()));
+    });
+    rx.recv_timeout(limit).ok()
+}
+
 /// The last `n` lines of `text`.
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
@@ -1832,7 +1848,8 @@ pub fn run_ftpfs(
     (status, take(&out_buf), take(&err_buf))
 }
 
-fn spawn_reader(
+/// Copies a child's pipe into `buf` on a thread; the receiver fires at its end.
+pub fn spawn_reader(
     pipe: Option<impl Read + Send + 'static>,
     buf: Arc<Mutex<Vec<u8>>>,
 ) -> std::sync::mpsc::Receiver<()> {
