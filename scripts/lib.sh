@@ -281,7 +281,7 @@ _unpack_debs() {
     local name="$1" bin="$2"
     shift 2
     local dest="$FTPFS_EXTRA_SERVERS_DIR/$name"
-    if [[ -x "$dest/$bin" ]]; then
+    if [[ -e "$dest/$bin" ]]; then
         info "$name: present ($dest/$bin)"
         return 0
     fi
@@ -304,7 +304,7 @@ _unpack_debs() {
     done
     as_root rm -rf "$tmp" "$dest"
     as_root mv "$dest.partial" "$dest"
-    [[ -x "$dest/$bin" ]] || die "$name: $dest/$bin missing after unpacking"
+    [[ -e "$dest/$bin" ]] || die "$name: $dest/$bin missing after unpacking"
 }
 
 install_extra_servers() {
@@ -318,9 +318,10 @@ install_extra_servers() {
         _apt_install "${missing[@]}"
     fi
     _unpack_debs pure-ftpd usr/sbin/pure-ftpd pure-ftpd pure-ftpd-common
-    _unpack_debs proftpd usr/sbin/proftpd proftpd-core
+    # mod_tls (for tests/tls.rs) is in proftpd-mod-crypto; it marks a complete unpack.
+    _unpack_debs proftpd usr/lib/proftpd/mod_tls.so proftpd-core proftpd-mod-crypto
     local bin
-    for bin in pure-ftpd/usr/sbin/pure-ftpd proftpd/usr/sbin/proftpd; do
+    for bin in pure-ftpd/usr/sbin/pure-ftpd proftpd/usr/sbin/proftpd proftpd/usr/lib/proftpd/mod_tls.so; do
         if ldd "$FTPFS_EXTRA_SERVERS_DIR/$bin" | grep -q 'not found'; then
             ldd "$FTPFS_EXTRA_SERVERS_DIR/$bin" | grep 'not found' >&2
             die "$bin: missing shared libraries"

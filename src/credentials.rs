@@ -6,6 +6,7 @@ use std::path::Path;
 use percent_encoding::percent_decode_str;
 
 use crate::ftp::conn::Secret;
+use crate::ftp::tls::TlsMode;
 
 /// Where to connect and which remote directory to mount.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,8 +17,9 @@ pub struct Target {
     pub password: Option<Secret>,
     /// Relative to the login directory, or absolute when it starts with `/`.
     pub path: String,
-    /// `ftpes://`: explicit TLS is required.
-    pub tls: bool,
+    /// TLS the scheme asks for: `ftpes://` explicit, `ftps://` implicit, `ftp://` none
+    /// (then `-o tls` decides).
+    pub tls: TlsMode,
 }
 
 impl Target {
@@ -29,8 +31,13 @@ impl Target {
             self.host.clone()
         };
         let path = format!("/{}", self.path);
+        let scheme = match self.tls {
+            TlsMode::Implicit => "ftps",
+            TlsMode::Explicit => "ftpes",
+            TlsMode::Off | TlsMode::Try => "ftp",
+        };
         format!(
-            "ftp://{user}@{host}:{}{}",
+            "{scheme}://{user}@{host}:{}{}",
             self.port,
             path.trim_end_matches('/')
         )
@@ -48,15 +55,12 @@ fn decode(s: &str, what: &str) -> Result<String, String> {
 pub fn parse_url(s: &str) -> Result<Target, String> {
     let url = url::Url::parse(s).map_err(|e| format!("malformed URL {:?}: {e}", redact(s)))?;
     let tls = match url.scheme() {
-        "ftp" => false,
-        "ftpes" => true,
-        "ftps" => return Err(
-            "implicit FTPS (ftps://) is not supported yet; use ftpes:// or -o tls (explicit TLS)"
-                .into(),
-        ),
+        "ftp" => TlsMode::Off,
+        "ftpes" => TlsMode::Explicit,
+        "ftps" => TlsMode::Implicit,
         other => {
             return Err(format!(
-                "unsupported URL scheme {other:?}; use ftp:// or ftpes://"
+                "unsupported URL scheme {other:?}; use ftp://, ftpes:// (explicit TLS) or ftps:// (implicit TLS)"
             ))
         }
     };
@@ -90,7 +94,9 @@ pub fn parse_url(s: &str) -> Result<Target, String> {
     }
     Ok(Target {
         host,
-        port: url.port().unwrap_or(21),
+        port: url
+            .port()
+            .unwrap_or(if tls == TlsMode::Implicit { 990 } else { 21 }),
         user,
         password,
         path,
@@ -296,9 +302,13 @@ mod tests {
     #[test]
     fn malformed_urls_are_refused_without_leaking_the_password() {
         assert!(parse_url("http://host/").is_err());
-        assert!(parse_url("ftpes://host/").unwrap().tls);
-        assert!(!parse_url("ftp://host/").unwrap().tls);
-        assert!(parse_url("ftps://host/").unwrap_err().contains("ftpes://"));
+        assert_eq!(parse_url("ftpes://host/").unwrap().tls, TlsMode::Explicit);
+        assert_eq!(parse_url("ftp://host/").unwrap().tls, TlsMode::Off);
+        let implicit = parse_url("ftps://host/").unwrap();
+        assert_eq!((implicit.tls, implicit.port), (TlsMode::Implicit, 990));
+        assert_eq!(parse_url("ftps://host:2990/").unwrap().port, 2990);
+        assert_eq!(parse_url("ftpes://host/").unwrap().port, 21);
+        assert!(parse_url("sftp://host/").unwrap_err().contains("ftps://"));
         assert!(parse_url("ftp://").is_err());
         assert!(parse_url("not a url").is_err());
         assert!(parse_url("ftp://h/a%0Ab").is_err());

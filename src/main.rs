@@ -68,10 +68,10 @@ fn run(args: Args) -> Result<(), String> {
     let display = target.display(&login.user);
 
     let tls_opts = ftp::tls::TlsOptions {
-        mode: if target.tls {
-            ftp::tls::TlsMode::Explicit
-        } else {
+        mode: if target.tls == ftp::tls::TlsMode::Off {
             opts.tls
+        } else {
+            target.tls
         },
         cacert: opts.cacert.clone(),
         no_verify: opts.no_verify,

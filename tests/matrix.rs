@@ -1,8 +1,8 @@
 #[macro_use]
 mod support;
 
-// Server matrix (issue #6): the same workload on pure-ftpd, ProFTPD and a
-// DOS/IIS-style server (pyftpdlib with `--dos-list`: LIST only, no MLSD,
+// Server matrix (issue #6): the same workload on pure-ftpd, ProFTPD, vsftpd
+// with forced TLS (tests/support/pki.rs) and a DOS/IIS-style server (pyftpdlib with `--dos-list`: LIST only, no MLSD,
 // MFMT, SIZE or SITE CHMOD). pure-ftpd and ProFTPD come from
 // `install_extra_servers` (scripts/lib.sh) and, like vsftpd, need root.
 //
@@ -53,6 +53,30 @@ matrix_tests!(proftpd, proftpd;
 );
 
 matrix_tests!(dos_style, dos_style;
+    read_big_file_and_random_offset,
+    write_copy_in_and_out,
+    rename_file,
+    mkdir_rmdir,
+    mtime_touch,
+    chmod_or_eperm,
+    rsync_twice,
+    cp_r_tree,
+    list_2000_entries,
+);
+
+matrix_tests!(vsftpd_tls, vsftpd_tls;
+    read_big_file_and_random_offset,
+    write_copy_in_and_out,
+    rename_file,
+    mkdir_rmdir,
+    mtime_touch,
+    chmod_or_eperm,
+    rsync_twice,
+    cp_r_tree,
+    list_2000_entries,
+);
+
+matrix_tests!(proftpd_tls13, proftpd_tls13;
     read_big_file_and_random_offset,
     write_copy_in_and_out,
     rename_file,
@@ -200,15 +224,25 @@ fn mtime_touch(s: FtpServer) {
     assert_eq!(stat_mtime(&m.path("w.txt")), want, "{}", ctx(&s, &m));
 }
 
-/// Whether the server itself accepts `SITE CHMOD` (probed on a scratch file).
+/// Whether the server itself accepts `SITE CHMOD` (probed on a scratch file,
+/// with curl, which also speaks TLS to the servers that insist on it).
 fn server_has_site_chmod(s: &FtpServer) -> bool {
     s.create_file(".chmod-probe", b"");
-    let mut ftp = s.raw_login().expect("raw login");
-    let ok = ftp
-        .cmd("SITE CHMOD 640 .chmod-probe")
-        .map(|(code, _)| code / 100 == 2)
-        .unwrap_or(false);
+    let mut curl = Command::new("curl");
+    curl.args(["-sS", "--max-time", "30", "-u"])
+        .arg(format!("{}:{}", s.user, s.password))
+        .args(["-Q", "SITE CHMOD 640 .chmod-probe"])
+        .arg(format!("ftp://127.0.0.1:{}/", s.port));
+    if let Some(ca) = s.kept_file("ca.pem") {
+        curl.arg("--ssl-reqd").arg("--cacert").arg(ca);
+    }
+    let (ok, out) = sh(&mut curl);
     let _ = fs::remove_file(s.path(".chmod-probe"));
+    // 500-series answers are "no"; anything else (no connection) is a broken test.
+    assert!(
+        ok || out.to_lowercase().contains("quot"),
+        "curl probe: {out}"
+    );
     ok
 }
 

@@ -5,118 +5,23 @@
 mod support;
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
-use support::{files_equal, is_mounted, run_ftpfs, write_file, FtpServer, Mount};
+use support::pki::{vsftpd_tls_config, Pki};
+use support::{files_equal, is_mounted, run_ftpfs, write_file, FtpServer, Mount, ServerFlavor};
 use tempfile::TempDir;
 
-/// A CA and a server certificate for 127.0.0.1 signed by it.
-struct Pki {
-    dir: TempDir,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let dir = TempDir::new().unwrap();
-        let d = dir.path();
-        let openssl = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(d)
-                .output()
-                .expect("openssl (scripts/test.sh installs it)");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=ftpfs test CA",
-        ]);
-        openssl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "key.pem",
-            "-out",
-            "leaf.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ]);
-        fs::write(
-            d.join("ext.cnf"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "cert.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ]);
-        // vsftpd reads them as its own user after dropping privileges in some setups.
-        for f in ["cert.pem", "key.pem", "ca.pem"] {
-            let _ = Command::new("chmod").arg("644").arg(d.join(f)).status();
-        }
-        Pki { dir }
-    }
-
-    fn path(&self, f: &str) -> PathBuf {
-        self.dir.path().join(f)
-    }
-}
-
 fn tls_vsftpd(pki: &Pki) -> FtpServer {
-    let cert = format!("rsa_cert_file={}", pki.path("cert.pem").display());
-    let key = format!("rsa_private_key_file={}", pki.path("key.pem").display());
-    FtpServer::vsftpd_with_config(&[
-        "ssl_enable=YES",
-        "force_local_logins_ssl=YES",
-        "force_local_data_ssl=YES",
-        "require_ssl_reuse=YES",
-        &cert,
-        &key,
-    ])
+    let lines = vsftpd_tls_config(pki, &[]);
+    FtpServer::vsftpd_with_config(&lines.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
-fn cacert_opt(pki: &Pki) -> String {
-    format!("tls,cacert={}", pki.path("ca.pem").display())
-}
-
-#[test]
-fn forced_tls_with_session_reuse_reads_and_writes() {
-    let pki = Pki::new();
-    let s = tls_vsftpd(&pki);
+/// Reads, writes 12 MiB each way, renames and lists over TLS (the server's
+/// mount options carry `tls,cacert=`), and checks the session was protected.
+fn tls_workload(s: &FtpServer) {
     s.create_file("hello.txt", b"over TLS\n");
-    let m = Mount::new(&s, &[&cacert_opt(&pki)]);
+    let m = Mount::new(s, &[]);
     assert_eq!(
         fs::read(m.path("hello.txt")).unwrap(),
         b"over TLS\n",
@@ -145,10 +50,57 @@ fn forced_tls_with_session_reuse_reads_and_writes() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, ["hello.txt"]);
-    // every command after AUTH TLS was encrypted: the server saw a protected session
-    let cmds = s.commands();
-    assert!(cmds.iter().any(|c| c == "AUTH TLS"), "{cmds:?}");
-    assert!(cmds.iter().any(|c| c == "PROT P"), "{cmds:?}");
+    drop(m);
+    // The server insists on TLS: the same mount without it is refused at login.
+    let plain = Mount::try_spawn(&s.url(), Some(&s.password), &[], &[], &[]);
+    assert!(plain.is_err(), "a plain login was accepted");
+    // And where the server logs commands, it saw a protected session.
+    if s.flavor != ServerFlavor::PureFtpd {
+        let cmds = s.commands();
+        assert!(
+            cmds.iter().any(|c| c.eq_ignore_ascii_case("AUTH TLS")),
+            "{cmds:?}"
+        );
+        assert!(
+            cmds.iter().any(|c| c.eq_ignore_ascii_case("PROT P")),
+            "{cmds:?}"
+        );
+    }
+}
+
+#[test]
+fn forced_tls_with_session_reuse_reads_and_writes() {
+    tls_workload(&FtpServer::vsftpd_tls());
+}
+
+#[test]
+fn pure_ftpd_with_required_tls() {
+    tls_workload(&FtpServer::pure_ftpd_tls());
+}
+
+/// ProFTPD allows exactly one protocol version, so each test proves that version works.
+fn proftpd_tls_version(version: &str) {
+    let s = FtpServer::proftpd_tls(version);
+    tls_workload(&s);
+    let log = s
+        .kept_file("tls.log")
+        .map(|p| fs::read_to_string(p).unwrap_or_default())
+        .unwrap_or_default();
+    assert!(
+        log.contains(&format!("{version} connection accepted")),
+        "{version} not negotiated:\n{log}"
+    );
+    assert!(!log.contains("connection failed"), "{log}");
+}
+
+#[test]
+fn proftpd_tls_1_2_with_session_reuse() {
+    proftpd_tls_version("TLSv1.2");
+}
+
+#[test]
+fn proftpd_tls_1_3_with_session_reuse() {
+    proftpd_tls_version("TLSv1.3");
 }
 
 #[test]
@@ -213,4 +165,51 @@ fn plain_server_refuses_required_tls_but_try_falls_back() {
     let m = Mount::new(&s, &["tls=try"]);
     assert_eq!(fs::read(m.path("a.txt")).unwrap(), b"plain");
     assert!(m.log().contains("WITHOUT encryption"), "{}", m.log());
+}
+
+#[test]
+fn implicit_tls_ftps_url_reads_and_writes() {
+    let pki = Pki::new();
+    let lines = vsftpd_tls_config(&pki, &["implicit_ssl=YES"]);
+    let s = FtpServer::vsftpd_with_config(&lines.iter().map(String::as_str).collect::<Vec<_>>());
+    s.create_file("a.txt", b"implicit");
+    let url = format!("ftps://{}@127.0.0.1:{}/", s.user, s.port);
+    let opt = format!("cacert={}", pki.path("ca.pem").display());
+    let m = Mount::try_spawn(&url, Some(&s.password), &[&opt], &[], &[]).unwrap();
+    assert_eq!(
+        fs::read(m.path("a.txt")).unwrap(),
+        b"implicit",
+        "{}",
+        m.log()
+    );
+    fs::write(m.path("b.txt"), b"written over implicit TLS").unwrap();
+    assert_eq!(
+        fs::read(s.path("b.txt")).unwrap(),
+        b"written over implicit TLS",
+        "{}",
+        m.log()
+    );
+    let cmds = s.commands();
+    assert!(cmds.iter().any(|c| c == "PROT P"), "{cmds:?}");
+    assert!(!cmds.iter().any(|c| c == "AUTH TLS"), "{cmds:?}");
+}
+
+#[test]
+fn implicit_tls_against_a_plain_server_fails_in_time() {
+    // A plain FTP server sends its greeting in clear text: the handshake fails
+    // at once with a TLS error, not a hang.
+    let s = FtpServer::pyftpdlib();
+    let mnt = TempDir::new().unwrap();
+    let dir = mnt.path().to_string_lossy().into_owned();
+    let url = format!("ftps://{}@127.0.0.1:{}/", s.user, s.port);
+    let started = std::time::Instant::now();
+    let (status, _, err) = run_ftpfs(
+        &["-f", "-o", "connect_timeout=5", &url, &dir],
+        &[("FTPFS_PASSWORD", &s.password)],
+        Duration::from_secs(60),
+    );
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("TLS"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30), "{err}");
+    assert!(!is_mounted(Path::new(&dir)));
 }

@@ -5,10 +5,13 @@ use std::fmt;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
 use suppaftp::types::FileType;
-use suppaftp::{FtpError, Mode, RustlsConnector, RustlsFtpStream, Status};
+
+use suppaftp::{FtpError, Mode, RustlsConnector, RustlsFtpStream, Status, TlsConnector};
 
 use super::reply;
+use super::tls::TlsMode;
 use crate::remote::{ErrorKind, RemoteError, RemoteResult};
 
 /// A password that never prints.
@@ -45,7 +48,7 @@ pub struct ConnConfig {
     pub timeout: Duration,
     /// TLS: when, and the shared client configuration (None: plain FTP).
     pub tls_mode: super::tls::TlsMode,
-    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    pub tls: Option<Arc<super::tls::TlsConfig>>,
     /// Active mode (PORT/EPRT) instead of passive.
     pub active: bool,
     /// Connect data connections to the control connection's peer, whatever PASV says.
@@ -141,6 +144,59 @@ impl Features {
     }
 }
 
+/// A TLS failure (certificate, handshake, PBSZ/PROT refused) as a login-stopping error.
+fn tls_error(cfg: &ConnConfig, e: impl fmt::Display) -> RemoteError {
+    RemoteError::new(
+        ErrorKind::PermissionDenied,
+        format!("TLS with {}: {e}", cfg.host),
+    )
+}
+
+/// suppaftp's rustls connector, but every socket it wraps gets read and write
+/// timeouts first: the control connection of implicit FTPS is connected inside
+/// suppaftp, where nothing else could set them before the handshake.
+#[derive(Debug)]
+struct TimedTls {
+    inner: RustlsConnector,
+    connect_timeout: Duration,
+    timeout: Duration,
+}
+
+impl TimedTls {
+    /// Each control connection gets its own session cache: its data connections
+    /// must resume *its* session (vsftpd's `require_ssl_reuse`), and a cache shared
+    /// by server name would hand them the session of another control connection.
+    fn new(tls: &Arc<rustls::ClientConfig>, cfg: &ConnConfig) -> Self {
+        let mut own = rustls::ClientConfig::clone(tls);
+        own.resumption = rustls::client::Resumption::in_memory_sessions(4);
+        TimedTls {
+            inner: RustlsConnector::from(Arc::new(own)),
+            connect_timeout: cfg.connect_timeout,
+            timeout: cfg.timeout,
+        }
+    }
+}
+
+/// suppaftp names its rustls stream type only through the connector.
+pub type RustlsStream = <RustlsConnector as TlsConnector>::Stream;
+
+impl TlsConnector for TimedTls {
+    type Stream = RustlsStream;
+
+    fn connect(&self, domain: &str, stream: TcpStream) -> suppaftp::FtpResult<RustlsStream> {
+        // Data sockets come with timeouts already; a bare control socket gets the
+        // connect timeout for the handshake and greeting (raised after login).
+        if stream.read_timeout().ok().flatten().is_none() {
+            stream
+                .set_read_timeout(Some(self.connect_timeout))
+                .and_then(|_| stream.set_write_timeout(Some(self.timeout)))
+                .and_then(|_| stream.set_nodelay(true))
+                .map_err(FtpError::ConnectionError)?;
+        }
+        self.inner.connect(domain, stream)
+    }
+}
+
 /// A logged-in control connection in binary mode.
 pub struct Conn {
     pub ftp: Ftp,
@@ -177,15 +233,26 @@ impl Conn {
     fn open_addr(cfg: &ConnConfig, addr: SocketAddr, id: u64) -> RemoteResult<Conn> {
         log::debug!("[conn {id}] connecting to {addr}");
         let what = format!("connect to {addr}");
-        let tcp = TcpStream::connect_timeout(&addr, cfg.connect_timeout)
-            .map_err(|e| reply::from_io(&what, &e))?;
-        // The greeting and the login must also arrive within the connect timeout.
-        tcp.set_read_timeout(Some(cfg.connect_timeout))
-            .and_then(|_| tcp.set_write_timeout(Some(cfg.timeout)))
-            .and_then(|_| tcp.set_nodelay(true))
-            .map_err(|e| reply::from_io(&what, &e))?;
         let (connect_timeout, timeout) = (cfg.connect_timeout, cfg.timeout);
-        let ftp = Ftp::connect_with_stream(tcp).map_err(|e| reply::from_ftp(&what, e))?;
+        let ftp = match (&cfg.tls, cfg.tls_mode) {
+            (Some(tls), TlsMode::Implicit) => {
+                match Self::connect_implicit(cfg, addr, TimedTls::new(tls.current(), cfg)) {
+                    Ok(ftp) => ftp,
+                    Err(e) if tls.learn_from(&e.message) => return Self::open_addr(cfg, addr, id),
+                    Err(e) => return Err(e),
+                }
+            }
+            _ => {
+                let tcp = TcpStream::connect_timeout(&addr, cfg.connect_timeout)
+                    .map_err(|e| reply::from_io(&what, &e))?;
+                // The greeting and the login must also arrive within the connect timeout.
+                tcp.set_read_timeout(Some(cfg.connect_timeout))
+                    .and_then(|_| tcp.set_write_timeout(Some(cfg.timeout)))
+                    .and_then(|_| tcp.set_nodelay(true))
+                    .map_err(|e| reply::from_io(&what, &e))?;
+                Ftp::connect_with_stream(tcp).map_err(|e| reply::from_ftp(&what, e))?
+            }
+        };
         let mut ftp = ftp.passive_stream_builder(move |addr| {
             let s = TcpStream::connect_timeout(&addr, connect_timeout)
                 .map_err(FtpError::ConnectionError)?;
@@ -206,31 +273,37 @@ impl Conn {
             ftp
         };
         let mut ftp = match (&cfg.tls, cfg.tls_mode) {
-            (Some(tls), mode)
-                if mode == super::tls::TlsMode::Explicit || mode == super::tls::TlsMode::Try =>
-            {
+            (Some(tls), mode @ (TlsMode::Explicit | TlsMode::Try)) => {
                 log::debug!("[conn {id}] > AUTH TLS");
-                match ftp.into_secure(RustlsConnector::from(std::sync::Arc::clone(tls)), &cfg.host)
-                {
+                match ftp.into_secure(TimedTls::new(tls.current(), cfg), &cfg.host) {
                     Ok(f) => f,
-                    Err(FtpError::UnexpectedResponse(r)) if mode == super::tls::TlsMode::Try => {
+                    Err(FtpError::UnexpectedResponse(r)) if mode == TlsMode::Try => {
                         log::warn!(
                             "server refused TLS ({}); going on WITHOUT encryption (-o tls=try)",
                             reply::reply_text(&r)
                         );
                         let plain = ConnConfig {
-                            tls_mode: super::tls::TlsMode::Off,
+                            tls_mode: TlsMode::Off,
                             ..cfg.clone()
                         };
                         return Self::open_addr(&plain, addr, id);
                     }
-                    Err(e) => {
-                        return Err(RemoteError::new(
-                            ErrorKind::PermissionDenied,
-                            format!("TLS with {}: {e}", cfg.host),
-                        ))
+                    Err(e) if tls.learn_from(&e.to_string()) => {
+                        return Self::open_addr(cfg, addr, id)
                     }
+                    Err(e) => return Err(tls_error(cfg, e)),
                 }
+            }
+            (Some(_), TlsMode::Implicit) => {
+                // suppaftp's implicit connect does not protect the data connections itself.
+                let mut conn = Conn {
+                    ftp,
+                    id,
+                    last_used: Instant::now(),
+                };
+                conn.command("PBSZ 0").map_err(|e| tls_error(cfg, e))?;
+                conn.command("PROT P").map_err(|e| tls_error(cfg, e))?;
+                conn.ftp
             }
             _ => ftp,
         };
@@ -264,6 +337,46 @@ impl Conn {
             id,
             last_used: Instant::now(),
         })
+    }
+
+    /// Implicit FTPS: TLS from the first byte, then the greeting. suppaftp connects
+    /// without a timeout, so the TCP connect runs on a helper thread that is abandoned
+    /// (it ends with the system's own connect timeout) when `connect_timeout` passes.
+    fn connect_implicit(
+        cfg: &ConnConfig,
+        addr: SocketAddr,
+        connector: TimedTls,
+    ) -> RemoteResult<Ftp> {
+        let host = cfg.host.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("ftps-connect".into())
+            .spawn(move || {
+                let _ = tx.send(Ftp::connect_secure_implicit(addr, connector, &host));
+            })
+            .map_err(|e| reply::from_io("start the connect thread", &e))?;
+        // The greeting is bounded by the socket timeouts TimedTls sets, so wait for both.
+        match rx.recv_timeout(cfg.connect_timeout + cfg.timeout) {
+            Ok(Ok(ftp)) => Ok(ftp),
+            Ok(Err(e @ FtpError::SecureError(_))) => Err(tls_error(cfg, e)),
+            // rustls reports a bad handshake as invalid data on the socket.
+            Ok(Err(FtpError::ConnectionError(e)))
+                if e.kind() == std::io::ErrorKind::InvalidData =>
+            {
+                Err(tls_error(
+                    cfg,
+                    format!(
+                        "{e} (does port {} speak implicit FTPS? ftpes:// is explicit TLS)",
+                        addr.port()
+                    ),
+                ))
+            }
+            Ok(Err(e)) => Err(reply::from_ftp(&format!("connect to {addr}"), e)),
+            Err(_) => Err(RemoteError::new(
+                ErrorKind::Timeout,
+                format!("connect to {addr}: timed out"),
+            )),
+        }
     }
 
     /// Asks FEAT; a server without FEAT has no features.

@@ -1,9 +1,11 @@
 //! TLS for FTPS: the rustls client configuration (system roots, an extra CA,
-//! or no verification at all, loudly). One configuration is shared by every
-//! connection, so data connections resume the control connection's TLS session,
-//! as vsftpd's default `require_ssl_reuse` demands.
+//! or no verification at all, loudly), TLS 1.2 first (see [`TlsConfig`]). Each
+//! control connection copies it with a session cache of its own (see
+//! `conn::TimedTls`), so its data connections resume its TLS session, as
+//! vsftpd's default `require_ssl_reuse` demands.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -21,6 +23,8 @@ pub enum TlsMode {
     Try,
     /// AUTH TLS, or fail (`-o tls`, `ftpes://`).
     Explicit,
+    /// TLS from the first byte, usually on port 990 (`ftps://`).
+    Implicit,
 }
 
 /// How to check the server's certificate.
@@ -33,27 +37,76 @@ pub struct TlsOptions {
     pub no_verify: bool,
 }
 
-/// Builds the shared client configuration; `None` when TLS is off.
-pub fn client_config(opts: &TlsOptions) -> Result<Option<Arc<ClientConfig>>, String> {
+/// The mount's TLS client configurations. TLS 1.2 is offered first: every FTPS
+/// data connection must resume the control connection's session, and with
+/// TLS 1.3 each resumption uses up a single-use ticket (vsftpd, for one, honours
+/// only the tickets of the login handshake, so the third upload would fail with
+/// "522 session reuse required"). TLS 1.2 sessions resume any number of times.
+/// A server that allows nothing older than TLS 1.3 refuses the first handshake;
+/// from then on every connection offers TLS 1.3 too.
+#[derive(Debug)]
+pub struct TlsConfig {
+    tls12: Arc<ClientConfig>,
+    tls13: Arc<ClientConfig>,
+    tls13_needed: AtomicBool,
+}
+
+impl TlsConfig {
+    /// The configuration for the next connection.
+    pub fn current(&self) -> &Arc<ClientConfig> {
+        if self.tls13_needed.load(Ordering::Relaxed) {
+            &self.tls13
+        } else {
+            &self.tls12
+        }
+    }
+
+    /// Looks at a failed handshake: true (once) when the server wants TLS 1.3,
+    /// and later connections will offer it.
+    pub fn learn_from(&self, error: &str) -> bool {
+        let wants_newer = error.contains("ProtocolVersion") || error.contains("protocol version");
+        if wants_newer && !self.tls13_needed.swap(true, Ordering::Relaxed) {
+            log::info!("the server refused TLS 1.2; using TLS 1.3");
+            return true;
+        }
+        false
+    }
+}
+
+/// Builds the shared client configurations; `None` when TLS is off.
+pub fn client_config(opts: &TlsOptions) -> Result<Option<Arc<TlsConfig>>, String> {
     if opts.mode == TlsMode::Off {
         return Ok(None);
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?;
-    let config = if opts.no_verify {
+    if opts.no_verify {
         log::warn!("TLS certificates are NOT verified (-o no_verify): anyone on the path can impersonate the server");
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
-            .with_no_client_auth()
+    }
+    let roots = if opts.no_verify {
+        None
     } else {
-        builder
-            .with_root_certificates(roots(opts)?)
-            .with_no_client_auth()
+        Some(roots(opts)?)
     };
-    Ok(Some(Arc::new(config)))
+    let build = |versions: &[&'static rustls::SupportedProtocolVersion]| {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_protocol_versions(versions)
+            .map_err(|e| format!("TLS setup: {e}"))?;
+        let config = match &roots {
+            None => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+                .with_no_client_auth(),
+            Some(roots) => builder
+                .with_root_certificates(roots.clone())
+                .with_no_client_auth(),
+        };
+        Ok::<_, String>(Arc::new(config))
+    };
+    Ok(Some(Arc::new(TlsConfig {
+        tls12: build(&[&rustls::version::TLS12])?,
+        tls13: build(rustls::DEFAULT_VERSIONS)?,
+        tls13_needed: AtomicBool::new(false),
+    })))
 }
 
 fn roots(opts: &TlsOptions) -> Result<RootCertStore, String> {

@@ -3,7 +3,9 @@
 
 use std::io::{self, Write};
 
-use suppaftp::{TlsStream, TransferStream};
+use suppaftp::TransferStream;
+
+use super::conn::RustlsStream;
 
 use super::pool::PooledConn;
 use super::reply;
@@ -61,7 +63,7 @@ fn verify_size(pc: &mut PooledConn, path: &str, sent: u64) -> RemoteResult<()> {
     }
 }
 
-fn finish_reply<T: TlsStream>(stream: TransferStream<T>, what: &str) -> RemoteResult<()> {
+fn finish_reply(stream: TransferStream<RustlsStream>, what: &str) -> RemoteResult<()> {
     stream.finish().map_err(|e| reply::from_ftp(what, e))
 }
 
@@ -74,8 +76,8 @@ fn fail(pc: &mut PooledConn, what: &str, e: RemoteError) -> RemoteError {
 }
 
 /// A STOR in progress.
-pub struct FtpUpload<T: TlsStream> {
-    stream: Option<TransferStream<T>>,
+pub struct FtpUpload {
+    stream: Option<TransferStream<RustlsStream>>,
     pc: PooledConn,
     what: String,
     path: String,
@@ -101,7 +103,7 @@ pub fn open(mut pc: PooledConn, path: &str) -> RemoteResult<Box<dyn UploadStream
     }))
 }
 
-impl<T: TlsStream> Write for FtpUpload<T> {
+impl Write for FtpUpload {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self.stream.as_mut() {
             Some(s) => {
@@ -121,7 +123,7 @@ impl<T: TlsStream> Write for FtpUpload<T> {
     }
 }
 
-impl<T: TlsStream + Send> UploadStream for FtpUpload<T> {
+impl UploadStream for FtpUpload {
     fn finish(mut self: Box<Self>) -> RemoteResult<()> {
         let Some(stream) = self.stream.take() else {
             return Ok(());
@@ -133,7 +135,7 @@ impl<T: TlsStream + Send> UploadStream for FtpUpload<T> {
     }
 }
 
-impl<T: TlsStream> Drop for FtpUpload<T> {
+impl Drop for FtpUpload {
     fn drop(&mut self) {
         if let Some(stream) = self.stream.take() {
             // Abandoned: close the data connection; the reply (226 or an error) is read

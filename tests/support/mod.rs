@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod pki;
 mod proxy;
 #[allow(unused_imports)] // not every test binary uses the proxy
 pub use proxy::{ControlReset, DataAction, DataFault, Faults, Proxy, ProxyConfig, Stats};
@@ -651,6 +652,10 @@ pub struct FtpServer {
     _stdin: Option<ChildStdin>,
     _root_dir: TempDir,
     _work_dir: TempDir,
+    /// `-o` options every [`Mount::new`] of this server adds (e.g. TLS and its CA).
+    mount_opts: Vec<String>,
+    /// Files the server needs for its lifetime (e.g. its certificates).
+    _keep: Vec<TempDir>,
 }
 
 impl FtpServer {
@@ -748,6 +753,8 @@ impl FtpServer {
             _stdin: stdin,
             _root_dir: root_dir,
             _work_dir: work,
+            mount_opts: Vec::new(),
+            _keep: Vec::new(),
         };
         // Make sure it really talks FTP.
         wait_for_banner(port, None, SERVER_START_TIMEOUT)
@@ -836,7 +843,13 @@ impl FtpServer {
                 .spawn()
                 .map_err(|e| format!("cannot start {vsftpd_bin}: {e}"))?;
 
-            match wait_for_banner_or_exit(&mut child, port, &token) {
+            // Implicit TLS greets only after a handshake: wait for the port instead.
+            let ready = if extra_config.contains(&"implicit_ssl=YES") {
+                wait_for_listen_or_exit(&mut child, port, "vsftpd")
+            } else {
+                wait_for_banner_or_exit(&mut child, port, &token)
+            };
+            match ready {
                 Ok(()) => {
                     return Ok(FtpServer::run_as_test_user(
                         ServerFlavor::Vsftpd,
@@ -1014,6 +1027,24 @@ impl FtpServer {
     }
 }
 
+impl FtpServer {
+    /// This server wants these `-o` options on every [`Mount::new`] (TLS, a CA),
+    /// and keeps `keep` (its certificates) alive as long as it runs.
+    pub fn with_mount_opts(mut self, opts: &[&str], keep: Option<TempDir>) -> FtpServer {
+        self.mount_opts = opts.iter().map(|o| o.to_string()).collect();
+        self._keep.extend(keep);
+        self
+    }
+
+    /// A file in the directories kept by [`with_mount_opts`](Self::with_mount_opts).
+    pub fn kept_file(&self, name: &str) -> Option<PathBuf> {
+        self._keep
+            .iter()
+            .map(|d| d.path().join(name))
+            .find(|p| p.exists())
+    }
+}
+
 impl Drop for FtpServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -1033,7 +1064,7 @@ pub fn extra_servers_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/opt/ftpfs-test-servers"))
 }
 
-fn extra_server_bin(dir: &str, rel: &str) -> Result<PathBuf, String> {
+pub fn extra_server_bin(dir: &str, rel: &str) -> Result<PathBuf, String> {
     let p = extra_servers_dir().join(dir).join(rel);
     if p.exists() {
         Ok(p)
@@ -1095,10 +1126,11 @@ impl FtpServer {
     /// root. Needs root. [`commands`](Self::commands) is always empty:
     /// pure-ftpd only logs commands to syslog.
     pub fn pure_ftpd() -> FtpServer {
-        Self::try_pure_ftpd().unwrap_or_else(|e| panic!("{e}"))
+        Self::try_pure_ftpd(&[]).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    pub fn try_pure_ftpd() -> Result<FtpServer, String> {
+    /// pure-ftpd with extra command-line arguments (e.g. `-Y 2` for required TLS).
+    pub fn try_pure_ftpd(extra_args: &[&str]) -> Result<FtpServer, String> {
         let (uid, gid) = ensure_vsftpd_user()?;
         let bin = extra_server_bin("pure-ftpd", "usr/sbin/pure-ftpd")?;
         let pure_pw = extra_server_bin("pure-ftpd", "usr/bin/pure-pw")?;
@@ -1140,6 +1172,7 @@ impl FtpServer {
                 // No anonymous logins, no DNS lookups, chroot everyone,
                 // IPv4 only.
                 .args(["-E", "-H", "-A", "-4"])
+                .args(extra_args)
                 .stdin(Stdio::null())
                 .stdout(file_for_child(&outlog)?)
                 .stderr(file_for_child(&outlog)?)
@@ -1289,6 +1322,8 @@ impl FtpServer {
             _stdin: None,
             _root_dir: root_dir,
             _work_dir: work,
+            mount_opts: Vec::new(),
+            _keep: Vec::new(),
         }
     }
 
@@ -1532,6 +1567,31 @@ fn wait_for_banner(port: u16, token: Option<&str>, timeout: Duration) -> Result<
     ))
 }
 
+/// Waits until `port` accepts connections while `child` still runs (for servers
+/// whose greeting cannot be read in plain text).
+fn wait_for_listen_or_exit(child: &mut Child, port: u16, what: &str) -> Result<(), String> {
+    let deadline = Instant::now() + SERVER_START_TIMEOUT;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("{what} exited with {status}"));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{what} did not listen on port {port} in time"));
+        }
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok() {
+            // Give a server that lost a bind race a moment to die.
+            thread::sleep(Duration::from_millis(100));
+            return match child.try_wait() {
+                Ok(None) => Ok(()),
+                Ok(Some(status)) => Err(format!("{what} exited with {status} (bind)")),
+                Err(e) => Err(e.to_string()),
+            };
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn wait_for_banner_or_exit(child: &mut Child, port: u16, token: &str) -> Result<(), String> {
     let deadline = Instant::now() + SERVER_START_TIMEOUT;
     loop {
@@ -1584,7 +1644,9 @@ impl Mount {
     }
 
     pub fn try_new(server: &FtpServer, extra_opts: &[&str]) -> Result<Mount, String> {
-        Self::try_spawn(&server.url(), Some(&server.password), extra_opts, &[], &[])
+        let mut opts: Vec<&str> = server.mount_opts.iter().map(String::as_str).collect();
+        opts.extend_from_slice(extra_opts);
+        Self::try_spawn(&server.url(), Some(&server.password), &opts, &[], &[])
     }
 
     /// Mount a sub-directory of the server (`ftp://user@host:port/<path>`).
