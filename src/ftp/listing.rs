@@ -766,6 +766,10 @@ mod tests {
     const RFC3659_MLSD: &str = include_str!("../../tests/fixtures/listings/rfc3659-mlsd.txt");
     const HANDWRITTEN_MLSD: &str =
         include_str!("../../tests/fixtures/listings/handwritten-mlsd.txt");
+    const PUREFTPD_MLSD: &str = include_str!("../../tests/fixtures/listings/pureftpd-mlsd.txt");
+    const PUREFTPD_LIST: &str = include_str!("../../tests/fixtures/listings/pureftpd-list.txt");
+    const PROFTPD_MLSD: &str = include_str!("../../tests/fixtures/listings/proftpd-mlsd.txt");
+    const PROFTPD_LIST: &str = include_str!("../../tests/fixtures/listings/proftpd-list.txt");
 
     /// Names in the captured scratch directory that every real-server listing shows.
     const COMMON_NAMES: [&str; 16] = [
@@ -1238,6 +1242,89 @@ mod tests {
         let entries = parse_list(&all, capture_time());
         assert_eq!(entries.len(), all.len() - 2);
         check_unix_fixture(&entries);
+    }
+
+    /// The pure-ftpd and ProFTPD fixtures were captured from the same scratch
+    /// directory (tests/fixtures/listings/README.md), at 18:11 UTC that day.
+    fn check_second_capture(entries: &[Entry], symlinks_have_targets: bool, hidden: &[&str]) {
+        for name in COMMON_NAMES {
+            if hidden.contains(&name) {
+                assert!(!entries.iter().any(|e| e.name == name), "{name}");
+            } else {
+                find(entries, name);
+            }
+        }
+        assert!(!entries.iter().any(|e| e.name == "." || e.name == ".."));
+        let e = find(entries, "big.bin");
+        assert_eq!(
+            (e.kind, e.size, e.mode),
+            (EntryKind::File, 5_000_000, Some(0o644))
+        );
+        assert_eq!(
+            e.mtime,
+            Some(utc(
+                2026,
+                11,
+                23,
+                18,
+                11,
+                if symlinks_have_targets { 0 } else { 32 }
+            ))
+        );
+        let e = find(entries, " leading-space-dir");
+        assert_eq!((e.kind, e.mode), (EntryKind::Dir, Some(0o755)));
+        assert_eq!(find(entries, "private.txt").mode, Some(0o600));
+        assert_eq!(find(entries, "small.txt").size, 6);
+        assert_eq!(find(entries, "empty.txt").size, 0);
+        assert_eq!(
+            find(entries, "old.txt").mtime,
+            Some(utc(2019, 1, 1, 0, 0, 0))
+        );
+        for (name, target) in [("link-rel", "small.txt"), ("link-to-dir", "subdir")] {
+            let e = find(entries, name);
+            assert_eq!(e.kind, EntryKind::Symlink, "{name}");
+            if symlinks_have_targets {
+                assert_eq!(e.target.as_deref(), Some(target), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn fixture_pureftpd_mlsd() {
+        // Upper-case UNIX.* facts, "sizd" for directories, OS.unix=slink: types.
+        let all = lines(PUREFTPD_MLSD);
+        let entries = parse_mlsd(&all);
+        assert_eq!(entries.len(), all.len() - 2, "cdir and pdir are dropped");
+        check_second_capture(&entries, false, &[]);
+        assert_eq!(find(&entries, "dangling").kind, EntryKind::Symlink);
+        assert_eq!(find(&entries, "subdir").kind, EntryKind::Dir);
+        assert_eq!(find(&entries, "setuid.bin").mode, Some(0o755));
+    }
+
+    #[test]
+    fn fixture_proftpd_mlsd() {
+        // Facts in another order, no size for directories, OS.unix=symlink types.
+        let all = lines(PROFTPD_MLSD);
+        let entries = parse_mlsd(&all);
+        assert_eq!(entries.len(), all.len() - 2, "cdir and pdir are dropped");
+        // ProFTPD leaves out symlinks that point outside the root or nowhere.
+        check_second_capture(&entries, false, &["link-abs"]);
+        assert!(!entries.iter().any(|e| e.name == "dangling"));
+        assert_eq!(find(&entries, "subdir").size, 0);
+        assert_eq!(find(&entries, "numeric-owner.txt").size, 2);
+    }
+
+    #[test]
+    fn fixture_pureftpd_and_proftpd_list() {
+        for fixture in [PUREFTPD_LIST, PROFTPD_LIST] {
+            let all = lines(fixture);
+            let entries = parse_list(&all, utc(2026, 11, 23, 18, 20, 0));
+            assert_eq!(entries.len(), all.len() - 2, "{fixture}");
+            check_second_capture(&entries, true, &[]);
+            let e = find(&entries, "dangling");
+            assert_eq!(e.target.as_deref(), Some("does-not-exist"));
+            assert_eq!(find(&entries, "setuid.bin").mode, Some(0o755));
+        }
     }
 
     /// What both captured Unix-style listings of the scratch directory must give.
