@@ -67,7 +67,11 @@ pub const OPTIONS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// Options that mount(8) or mount.fuse3 pass on and that do not concern us.
+/// Options that mount(8) or mount.fuse3 pass on and that do not concern us, so that
+/// an fstab line works whether mount(8) strips them or not. `x-*`, `X-*` and
+/// `comment=` (fstab comments for systemd and friends) are ignored too.
+/// mount(8) adds `noexec,nosuid,nodev` for `user`/`users` mounts and mount.fuse3
+/// adds `dev,suid`; ftpfs always mounts nodev,nosuid.
 const IGNORED: &[&str] = &[
     "auto",
     "noauto",
@@ -77,7 +81,9 @@ const IGNORED: &[&str] = &[
     "users",
     "nouser",
     "owner",
+    "noowner",
     "group",
+    "nogroup",
     "defaults",
     "dev",
     "nodev",
@@ -237,7 +243,14 @@ impl MountOpts {
                             .filter(|m| *m <= 0o7777)
                             .ok_or_else(|| format!("option umask: {v:?} is not an octal mode"))?;
                     }
-                    "user" | "username" if value.is_some() => o.user = value.map(str::to_string),
+                    // mount(8) keeps `user=NAME` only when root mounts; `username=` always passes.
+                    "user" | "username" if value.is_some() => {
+                        let v = value.filter(|v| !v.is_empty());
+                        o.user = Some(
+                            v.ok_or(format!("option {name}= needs a login name"))?
+                                .into(),
+                        )
+                    }
                     "password_file" => {
                         o.password_file =
                             Some(value.ok_or("option password_file needs a value")?.into())
@@ -287,7 +300,8 @@ impl MountOpts {
                     "fsname" => o.fsname = value.map(str::to_string),
                     n if IGNORED.contains(&n)
                         || n.starts_with("x-")
-                        || n.starts_with("comment=") =>
+                        || n.starts_with("X-")
+                        || n == "comment" =>
                     {
                         log::debug!("ignoring mount option {item:?}");
                     }
@@ -359,6 +373,23 @@ mod tests {
             parse(&["tls=try"]).unwrap().tls,
             crate::ftp::tls::TlsMode::Try
         );
+    }
+
+    #[test]
+    fn what_mount_and_mount_fuse3_pass_is_accepted() {
+        // As seen from `mount -t fuse.ftpfs` (root, and a `users` fstab line).
+        let o = parse(&["rw,password_file=/pw,user=bob,exec,suid,dev,dev,suid"]).unwrap();
+        assert_eq!(o.user.as_deref(), Some("bob"));
+        assert!(parse(&["rw,noexec,nosuid,nodev,user,users,_netdev"]).is_ok());
+        // Given to ftpfs directly: fstab comments for systemd and others.
+        let o = parse(&["x-systemd.automount,x-systemd.mount-timeout=30,X-mount.mkdir=0755"]);
+        assert_eq!(o.unwrap(), MountOpts::default());
+        assert!(parse(&["comment=systemd.automount,defaults,nofail,noauto"]).is_ok());
+        assert_eq!(
+            parse(&["username=carol"]).unwrap().user.as_deref(),
+            Some("carol")
+        );
+        assert!(parse(&["user="]).unwrap_err().contains("login name"));
     }
 
     #[test]

@@ -184,10 +184,25 @@ pub fn netrc_lookup(text: &str, host: &str, user: Option<&str>) -> Option<NetrcE
         .map(|(_, e)| e.clone())
 }
 
-/// Reads the first line of a password file.
+/// Reads the first line of a password file. A regular file that group or others
+/// may access is refused, as ssh refuses such a key: the password would not be secret.
+/// (A pipe such as `password_file=/dev/stdin` is not checked.)
 pub fn read_password_file(path: &Path) -> Result<Secret, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read password file {}: {e}", path.display()))?;
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let cannot = |e: std::io::Error| format!("cannot read password file {}: {e}", path.display());
+    let mut file = std::fs::File::open(path).map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    let mode = meta.permissions().mode() & 0o777;
+    if meta.is_file() && mode & 0o077 != 0 {
+        return Err(format!(
+            "password file {} is accessible by group or others (mode {mode:04o}); run: chmod 600 {}",
+            path.display(),
+            path.display()
+        ));
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(cannot)?;
     let line = text.lines().next().unwrap_or("");
     Ok(Secret::new(line.trim_end_matches('\r')))
 }
@@ -379,11 +394,45 @@ mod tests {
         );
     }
 
-    #[test]
-    fn password_file_comes_before_the_environment() {
+    /// A password file with `mode`, in a fresh directory.
+    fn password_file(text: &str, mode: u32) -> (tempfile::TempDir, std::path::PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("pw");
-        std::fs::write(&f, "filepw\nignored\n").unwrap();
+        std::fs::write(&f, text).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+        (dir, f)
+    }
+
+    #[test]
+    fn password_file_readable_by_group_or_others_is_refused() {
+        for mode in [0o640, 0o604, 0o660, 0o606, 0o644] {
+            let (_dir, f) = password_file("secret\n", mode);
+            let e = read_password_file(&f).unwrap_err();
+            assert!(
+                e.contains(&f.display().to_string()) && e.contains("chmod 600"),
+                "{e}"
+            );
+            assert!(!e.contains("secret") && !e.contains('\n'), "{e}");
+        }
+        for mode in [0o600, 0o400] {
+            let (_dir, f) = password_file("secret\n", mode);
+            assert_eq!(read_password_file(&f).unwrap().expose(), "secret");
+        }
+        let (_dir, f) = password_file("secret\n", 0o640);
+        let t = parse_url("ftp://bob@b.com/").unwrap();
+        let src = Sources {
+            password_file: Some(&f),
+            ..no_sources()
+        };
+        assert!(resolve_login(&t, None, &src)
+            .unwrap_err()
+            .contains("chmod 600"));
+    }
+
+    #[test]
+    fn password_file_comes_before_the_environment() {
+        let (_dir, f) = password_file("filepw\nignored\n", 0o600);
         let t = parse_url("ftp://bob@b.com/").unwrap();
         let src = Sources {
             password_file: Some(&f),

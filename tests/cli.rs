@@ -546,6 +546,8 @@ fn password_from_password_file() {
     let pwfile = dir.path().join("pw");
     // Only the first line counts.
     fs::write(&pwfile, format!("{}\nnot-the-password\n", server.password)).unwrap();
+    // Private, as ftpfs insists.
+    fs::set_permissions(&pwfile, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let opt = format!("password_file={}", pwfile.display());
     let m = Mount::try_spawn(&server.url(), None, &[&opt], &[], &[("NETRC", "/dev/null")])
         .unwrap_or_else(|e| panic!("password_file: {e}"));
