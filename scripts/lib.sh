@@ -26,7 +26,7 @@ FTP_TEST_USER="ftpfstest"
 FTP_TEST_PASSWORD="ftpfstest-pw"
 # Debian packages the tests and the demo need (checked one by one, only the
 # missing ones are installed).
-FTPFS_APT_PACKAGES=(fuse3 vsftpd lftp rsync curl ca-certificates openssl git vim procps util-linux passwd)
+FTPFS_APT_PACKAGES=(fuse3 vsftpd lftp rsync curl ca-certificates openssl git vim procps util-linux passwd man-db zsh fish)
 
 if [[ -t 1 ]]; then
     _c_bold=$'\e[1m' _c_blue=$'\e[34m' _c_yellow=$'\e[33m' _c_red=$'\e[31m' _c_off=$'\e[0m'

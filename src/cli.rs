@@ -1,11 +1,11 @@
 //! The command line: clap arguments and the mount(8)-style `-o` options,
 //! turned into plain configuration values. Every option, with its default,
-//! is described once in [`OPTIONS`], which also feeds `--help`.
+//! is described once in [`OPTIONS`], which also feeds `--help` and the man page.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand, ValueEnum, ValueHint};
 
 /// Every `-o` option: name, default, description.
 pub const OPTIONS: &[(&str, &str, &str)] = &[
@@ -65,6 +65,46 @@ pub const OPTIONS: &[(&str, &str, &str)] = &[
         "the URL",
         "source name shown in /proc/mounts",
     ),
+    (
+        "cache_dir=DIR",
+        "$XDG_CACHE_HOME/ftpfs",
+        "where unsaved writes are spooled (a private 0700 directory)",
+    ),
+    (
+        "direct_upload",
+        "off",
+        "upload in place instead of to a temporary name renamed over the file",
+    ),
+    (
+        "tls[=try]",
+        "off",
+        "require explicit TLS (AUTH TLS); tls=try falls back to plain FTP if refused",
+    ),
+    (
+        "cacert=FILE",
+        "system roots",
+        "also trust the CA certificates in FILE (PEM)",
+    ),
+    (
+        "no_verify",
+        "off",
+        "do not verify the server's certificate (insecure; logged loudly)",
+    ),
+    (
+        "active",
+        "off",
+        "active mode (PORT/EPRT): the server connects back for data",
+    ),
+    (
+        "pasv_ip_workaround",
+        "off",
+        "ignore the address in PASV replies and use the server's (NAT)",
+    ),
+    (
+        "encoding=NAME",
+        "utf8",
+        "names on the server: utf8, or latin1 for legacy servers",
+    ),
 ];
 
 /// Options that mount(8) or mount.fuse3 pass on and that do not concern us, so that
@@ -108,15 +148,19 @@ const IGNORED: &[&str] = &[
     "subtype",
 ];
 
+/// What URL means and where the password comes from, one paragraph each:
+/// the prose that `--help` and the man page share.
+pub const URL_HELP: &[&str] = &[
+    "URL is ftp://[user[:password]@]host[:port][/path]; percent-encoding is decoded. \
+     A path is relative to the login directory; start it with // (or %2F) for an absolute one.",
+    "The password comes from, in order: the URL, -o password_file=FILE, the FTPFS_PASSWORD \
+     environment variable, ~/.netrc, or a prompt when stdin is a terminal. \
+     Without a user, the login is anonymous.",
+];
+
 fn after_help() -> String {
-    let mut s = String::from(
-        "URL is ftp://[user[:password]@]host[:port][/path]; percent-encoding is decoded.\n\
-         A path is relative to the login directory; start it with // (or %2F) for an absolute one.\n\n\
-         The password comes from, in order: the URL, -o password_file=FILE, the FTPFS_PASSWORD\n\
-         environment variable, ~/.netrc, or a prompt when stdin is a terminal.\n\
-         Without a user, the login is anonymous.\n\n\
-         Mount options (-o name[=value],...):\n",
-    );
+    let mut s = URL_HELP.join("\n\n");
+    s.push_str("\n\nMount options (-o name[=value],...):\n");
     for (name, default, help) in OPTIONS {
         s.push_str(&format!("  {name:<22} {help} [default: {default}]\n"));
     }
@@ -124,20 +168,68 @@ fn after_help() -> String {
     s
 }
 
+/// The whole command line: `ftpfs [OPTIONS] URL MOUNTPOINT` mounts; a
+/// subcommand instead of URL does one of the other jobs.
 #[derive(Parser, Debug)]
 #[command(
     name = "ftpfs",
     version,
     about = "Mount an FTP server as a local directory",
-    after_help = after_help()
+    after_help = after_help(),
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    disable_help_subcommand = true
 )]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The mount arguments; present exactly when there is no subcommand.
+    #[command(flatten)]
+    pub mount: Option<Args>,
+}
+
+/// The subcommands, which do not mount anything.
+#[derive(Subcommand, Debug, PartialEq)]
+pub enum Command {
+    /// Show the state of a running ftpfs mount
+    Status {
+        /// Where ftpfs is mounted
+        #[arg(value_hint = ValueHint::DirPath)]
+        mountpoint: PathBuf,
+    },
+    /// Print a shell completion script to stdout
+    Completions {
+        /// The shell to complete for
+        shell: Shell,
+    },
+    /// Print the man page (roff) to stdout
+    Man,
+}
+
+/// The shells `ftpfs completions` writes scripts for.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// The arguments of a mount: `ftpfs [OPTIONS] URL MOUNTPOINT`.
+#[derive(clap::Args, Debug)]
 pub struct Args {
     /// ftp://[user[:password]@]host[:port][/path]
+    #[arg(value_hint = ValueHint::Url)]
     pub url: String,
     /// An existing, empty directory to mount on
+    #[arg(value_hint = ValueHint::DirPath)]
     pub mountpoint: PathBuf,
     /// Mount options, comma separated (see below); may be repeated
-    #[arg(short = 'o', value_name = "OPTIONS", action = clap::ArgAction::Append)]
+    #[arg(
+        short = 'o',
+        value_name = "OPTIONS",
+        action = clap::ArgAction::Append,
+        value_hint = ValueHint::Other
+    )]
     pub options: Vec<String>,
     /// Stay in the foreground instead of going to the background
     #[arg(short = 'f', long = "foreground")]

@@ -11,5 +11,8 @@ pub mod fs;
 pub mod ftp;
 pub mod fuse;
 pub mod logging;
+pub mod reference;
 pub mod remote;
+pub mod stats;
+pub mod status;
 pub mod sync;

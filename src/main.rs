@@ -2,27 +2,104 @@
 //!
 //! The entry point: parse the command line, find the credentials, log in once to
 //! check them, mount, go to the background, and unmount cleanly on a signal.
+//! Or, with a subcommand instead of the URL: report a mount's status, or print
+//! shell completions or the man page.
 
-use ftpfs::{argv, cli, credentials, daemon, fs, ftp, fuse, logging};
+use ftpfs::{argv, cli, credentials, daemon, fs, ftp, fuse, logging, reference, stats, status};
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use clap::Parser;
+use clap::{error::ErrorKind, CommandFactory, Parser};
 use fuser::{Config, MountOption, SessionACL};
 
-use cli::{Args, MountOpts};
+use cli::{Args, Cli, Command, MountOpts};
 use credentials::{parse_url, resolve_login, Sources};
 use ftp::conn::ConnConfig;
 use ftp::FtpRemote;
 
 fn main() {
-    let args = Args::parse();
-    if let Err(msg) = run(args) {
+    let cli = Cli::parse();
+    let result = match (cli.command, cli.mount) {
+        (Some(Command::Status { mountpoint }), _) => status::print(&mountpoint),
+        (Some(Command::Completions { shell }), _) => print(&reference::completions(shell)),
+        (Some(Command::Man), _) => reference::man_page()
+            .map_err(|e| format!("rendering the man page: {e}"))
+            .and_then(|page| print(&page)),
+        (None, Some(args)) => run(args),
+        // Not reached: clap requires URL and MOUNTPOINT without a subcommand.
+        (None, None) => Cli::command()
+            .error(
+                ErrorKind::MissingRequiredArgument,
+                "URL and MOUNTPOINT are required",
+            )
+            .exit(),
+    };
+    if let Err(msg) = result {
         eprintln!("ftpfs: {msg}");
         std::process::exit(1);
     }
+}
+
+/// Writes generated text to stdout; a reader that stops early (`| head`) is fine.
+fn print(bytes: &[u8]) -> Result<(), String> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(format!("writing to stdout: {e}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Answers `ftpfs status MOUNTPOINT`. Without it the mount still works, so a
+/// failure is only logged.
+fn start_status(
+    mountpoint: &Path,
+    shared: bool,
+    display: &str,
+    tls: ftp::tls::TlsMode,
+    remote: &Arc<FtpRemote>,
+    filesystem: &Arc<fs::FtpFs>,
+) -> Option<status::StatusServer> {
+    let security = match tls {
+        ftp::tls::TlsMode::Off => "plain FTP, not encrypted",
+        ftp::tls::TlsMode::Try => "TLS when the server offers it (tls=try)",
+        ftp::tls::TlsMode::Explicit => "TLS, explicit (AUTH TLS)",
+        ftp::tls::TlsMode::Implicit => "TLS, implicit (ftps://)",
+    };
+    let (mnt, server) = (mountpoint.to_path_buf(), display.to_string());
+    let (remote, filesystem) = (Arc::clone(remote), Arc::clone(filesystem));
+    let started = std::time::Instant::now();
+    let report = move || {
+        let pool = remote.pool().snapshot();
+        let (bytes_down, bytes_up) = stats::STATS.bytes();
+        status::Report {
+            mountpoint: mnt.clone(),
+            pid: std::process::id(),
+            uptime: started.elapsed(),
+            server: server.clone(),
+            security: security.to_string(),
+            features: remote.features().summary(),
+            pool: status::PoolView {
+                open: pool.open,
+                idle: pool.idle,
+                transfers: pool.transfers,
+                limit: pool.limit,
+                configured: pool.configured,
+            },
+            uploads: stats::STATS.uploads(),
+            pending: filesystem.pending_uploads(),
+            cache: filesystem.cache_stats(),
+            bytes_down,
+            bytes_up,
+            errors: stats::STATS.errors(),
+        }
+    };
+    status::serve(mountpoint, shared, report)
+        .map_err(|e| log::warn!("no `ftpfs status` for this mount: {e}"))
+        .ok()
 }
 
 fn netrc_text() -> Option<String> {
@@ -125,6 +202,14 @@ fn run(args: Args) -> Result<(), String> {
     let remote = Arc::new(remote);
     let filesystem = fs::FtpFs::new_shared(Arc::clone(&remote) as _, fs_cfg);
     filesystem.warm_up();
+    let _status = start_status(
+        &mountpoint,
+        opts.allow_other,
+        &display,
+        tls_opts.mode,
+        &remote,
+        &filesystem,
+    );
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName(opts.fsname.clone().unwrap_or(display.clone())),

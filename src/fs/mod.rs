@@ -37,11 +37,26 @@ pub struct Errno(pub i32);
 impl From<RemoteError> for Errno {
     fn from(e: RemoteError) -> Self {
         log::warn!("{e}");
+        crate::stats::STATS.error(e.to_string());
         Errno(e.errno())
     }
 }
 
 pub type FsResult<T> = Result<T, Errno>;
+
+/// Hits, misses and sizes of the listing and block caches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub listing_hits: u64,
+    pub listing_misses: u64,
+    /// Directories and entries held.
+    pub dirs: usize,
+    pub entries: usize,
+    pub block_hits: u64,
+    pub block_misses: u64,
+    pub block_bytes: u64,
+    pub block_capacity: u64,
+}
 
 /// Settings of the filesystem logic.
 #[derive(Debug, Clone)]
@@ -510,15 +525,20 @@ impl FtpFs {
             .ok_or(Errno(libc::EBADF))
     }
 
-    /// Numbers for logs and status: (dir cache hits, misses, block cache hits, misses).
-    pub fn cache_stats(&self) -> (u64, u64, u64, u64) {
-        let (h, m, _, _) = self.meta.stats();
-        (
-            h,
-            m,
-            self.blocks.hits.load(Ordering::Relaxed),
-            self.blocks.misses.load(Ordering::Relaxed),
-        )
+    /// The caches' numbers, for logs and `ftpfs status`.
+    pub fn cache_stats(&self) -> CacheStats {
+        let (listing_hits, listing_misses, dirs, entries) = self.meta.stats();
+        let (blocks, block_capacity) = self.blocks.usage();
+        CacheStats {
+            listing_hits,
+            listing_misses,
+            dirs,
+            entries,
+            block_hits: self.blocks.hits.load(Ordering::Relaxed),
+            block_misses: self.blocks.misses.load(Ordering::Relaxed),
+            block_bytes: blocks as u64 * reader::BLOCK,
+            block_capacity: block_capacity as u64 * reader::BLOCK,
+        }
     }
 }
 

@@ -243,7 +243,7 @@ impl FtpFs {
             UploadMode::Atomic if !private => Some(&temp),
             _ => None,
         };
-        ws.write(&*self.remote, stream_to, offset, data)?;
+        ws.write(&*self.remote, &path, stream_to, offset, data)?;
         drop(ws);
         self.content_changed(*ino);
         Ok(data.len() as u32)
@@ -508,9 +508,44 @@ impl FtpFs {
 
     /// At exit: waits (up to `unmount_wait`) for uploads retried in the background,
     /// with a log line for each; whatever is still unsaved after that is kept on disk.
+    /// Files whose changes the server does not have yet, for `ftpfs status`:
+    /// (path, size, what they wait for). A file whose state is busy (being
+    /// written or uploaded right now) shows as such instead of being waited for.
+    pub fn pending_uploads(&self) -> Vec<(String, Option<u64>, &'static str)> {
+        let states: Vec<(u64, Shared<WriteState>)> = lock(&self.writes)
+            .iter()
+            .map(|(ino, ws)| (*ino, Arc::clone(ws)))
+            .collect();
+        let retrying = lock(&self.background.0).clone();
+        let mut out = Vec::new();
+        for (ino, ws) in states {
+            let path = self
+                .path_of(ino)
+                .unwrap_or_else(|_| format!("(inode {ino})"));
+            let Ok(ws) = ws.try_lock() else {
+                out.push((path, None, "busy: being written or uploaded"));
+                continue;
+            };
+            if !ws.dirty || ws.unlinked {
+                continue;
+            }
+            let why = if retrying.contains_key(&ino) {
+                "upload failed; retrying in the background"
+            } else if ws.writers > 0 {
+                "open for writing; uploads at close"
+            } else {
+                "waiting for upload"
+            };
+            out.push((path, Some(ws.size), why));
+        }
+        out.sort();
+        out
+    }
+
     pub fn wait_for_uploads(&self) {
         let (pending, cv) = &*self.background;
-        let deadline = std::time::Instant::now() + self.cfg.unmount_wait;
+        let started = std::time::Instant::now();
+        let deadline = started + self.cfg.unmount_wait;
         let mut announced = std::collections::HashSet::new();
         let mut p = lock(pending);
         while !p.is_empty() {
@@ -524,7 +559,20 @@ impl FtpFs {
                 log::error!("giving up waiting for {} upload(s)", p.len());
                 break;
             }
-            p = crate::sync::wait(cv, p, (deadline - now).min(Duration::from_secs(5)));
+            if now.duration_since(started) >= Duration::from_secs(2) {
+                for u in crate::stats::STATS.uploads() {
+                    let of = u
+                        .total
+                        .map(|t| format!(" of {}", crate::stats::human(t)))
+                        .unwrap_or_default();
+                    log::warn!(
+                        "still uploading {}: {}{of} sent",
+                        u.path,
+                        crate::stats::human(u.done)
+                    );
+                }
+            }
+            p = crate::sync::wait(cv, p, (deadline - now).min(Duration::from_secs(2)));
         }
         drop(p);
         let unsaved: Vec<u64> = lock(&self.writes).keys().copied().collect();

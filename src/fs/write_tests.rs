@@ -60,10 +60,30 @@ fn create_write_close_uploads_once_by_streaming() {
         f.r.content("/d/new.bin").is_none(),
         "nothing is visible before close"
     );
+    // `ftpfs status` sees the stream with its progress, and the file waiting.
+    let streaming = crate::stats::STATS.uploads();
+    let mine = streaming.iter().find(|u| u.path == "/d/new.bin");
+    assert_eq!(
+        mine.map(|u| (u.done, u.total)),
+        Some((data.len() as u64, None)),
+        "{streaming:?}"
+    );
+    let pending = f.fs.pending_uploads();
+    assert!(
+        pending
+            .iter()
+            .any(|(p, size, _)| p == "/d/new.bin" && *size == Some(data.len() as u64)),
+        "{pending:?}"
+    );
     f.fs.flush(fh).unwrap();
     f.fs.release(fh);
     assert_eq!(f.r.content("/d/new.bin").unwrap(), data);
     assert_eq!(f.r.stores.load(Ordering::SeqCst), 1, "one upload");
+    assert!(!crate::stats::STATS
+        .uploads()
+        .iter()
+        .any(|u| u.path == "/d/new.bin"));
+    assert!(f.fs.pending_uploads().is_empty());
     no_temp_files(&f.r);
     // the cache knows the new size without asking the server
     let lists = f.r.lists.load(Ordering::SeqCst);

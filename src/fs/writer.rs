@@ -15,6 +15,7 @@ use std::time::SystemTime;
 use tempfile::NamedTempFile;
 
 use crate::remote::{ErrorKind, Remote, RemoteError, RemoteResult, UploadStream};
+use crate::stats::{Counted, UploadProgress, STATS};
 
 /// Names of temporary upload files start with this; listings never show them.
 pub const TEMP_PREFIX: &str = ".ftpfs-tmp.";
@@ -43,6 +44,8 @@ fn io_err(what: &str, e: io::Error) -> RemoteError {
 /// An upload streaming alongside sequential writes.
 struct Streaming {
     upload: Box<dyn UploadStream>,
+    /// Shown by `ftpfs status` while the stream is open.
+    progress: UploadProgress,
     temp: String,
     /// The next offset the stream expects.
     next: u64,
@@ -176,6 +179,7 @@ impl WriteState {
     pub fn write(
         &mut self,
         remote: &dyn Remote,
+        path: &str,
         stream_to: Option<&dyn Fn() -> String>,
         offset: u64,
         data: &[u8],
@@ -190,7 +194,7 @@ impl WriteState {
         self.dirty = true;
         self.modified = SystemTime::now();
         match stream_to {
-            Some(target) => self.feed_stream(remote, target, offset, data, was),
+            Some(target) => self.feed_stream(remote, path, target, offset, data, was),
             None => self.no_streaming = true,
         }
         Ok(())
@@ -199,6 +203,7 @@ impl WriteState {
     fn feed_stream(
         &mut self,
         remote: &dyn Remote,
+        path: &str,
         temp_target: &dyn Fn() -> String,
         offset: u64,
         data: &[u8],
@@ -218,6 +223,7 @@ impl WriteState {
                 Ok(upload) => {
                     self.streaming = Some(Streaming {
                         upload,
+                        progress: STATS.upload(path, None),
                         temp,
                         next: 0,
                     })
@@ -236,6 +242,7 @@ impl WriteState {
             Some(s) if s.next == offset => match s.upload.write_all(data) {
                 Ok(()) => {
                     s.next += data.len() as u64;
+                    s.progress.add(data.len() as u64);
                     true
                 }
                 Err(e) => {
@@ -347,7 +354,9 @@ impl WriteState {
                         }
                     }
                 }
-                if let Err(e) = remote.store(path, self.spool.as_file_mut()) {
+                let progress = STATS.upload(path, Some(self.size));
+                let mut source = Counted::new(self.spool.as_file_mut(), &progress);
+                if let Err(e) = remote.store(path, &mut source) {
                     if !self.exists_remotely {
                         let _ = remote.remove_file(path);
                     }
@@ -356,7 +365,9 @@ impl WriteState {
             }
             None => {
                 let temp = temp_path_for(path);
-                if let Err(e) = remote.store(&temp, self.spool.as_file_mut()) {
+                let progress = STATS.upload(path, Some(self.size));
+                let mut source = Counted::new(self.spool.as_file_mut(), &progress);
+                if let Err(e) = remote.store(&temp, &mut source) {
                     let _ = remote.remove_file(&temp);
                     return Err(e);
                 }

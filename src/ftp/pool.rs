@@ -39,6 +39,19 @@ struct State {
     transfers: usize,
 }
 
+/// Connection counts, as `ftpfs status` shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSnapshot {
+    /// Connections in existence (idle, in use, or being opened).
+    pub open: usize,
+    pub idle: usize,
+    /// In use for data transfers.
+    pub transfers: usize,
+    /// The size in use: lower than `configured` after the server said 421.
+    pub limit: usize,
+    pub configured: usize,
+}
+
 pub struct Pool {
     cfg: ConnConfig,
     /// The configured size.
@@ -74,6 +87,18 @@ impl Pool {
         let _ = std::thread::Builder::new()
             .name("ftpfs-keepalive".into())
             .spawn(move || keepalive(weak));
+    }
+
+    /// The pool right now, for `ftpfs status`.
+    pub fn snapshot(&self) -> PoolSnapshot {
+        let st = self.lock();
+        PoolSnapshot {
+            open: st.total,
+            idle: st.idle.len(),
+            transfers: st.transfers,
+            limit: self.limit(),
+            configured: self.max,
+        }
     }
 
     /// The size asked for with `-o connections`.

@@ -97,7 +97,10 @@ impl<T: TlsStream> FtpReadStream<T> {
         };
         match stream.read(buf) {
             Ok(0) => self.finish().map(|_| 0),
-            Ok(n) => Ok(n),
+            Ok(n) => {
+                crate::stats::STATS.downloaded(n as u64);
+                Ok(n)
+            }
             Err(e) => {
                 log::warn!("{}: data connection failed: {e}", self.what);
                 self.failed = true;
