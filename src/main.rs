@@ -193,7 +193,10 @@ fn run(args: Args) -> Result<(), String> {
     let mut ready = if foreground {
         daemon::ReadyPipe::none()
     } else {
-        daemon::daemonize().map_err(|e| format!("cannot go to the background: {e}"))?
+        let ready = daemon::daemonize().map_err(|e| format!("cannot go to the background: {e}"))?;
+        // stderr is /dev/null now.
+        logging::to_syslog();
+        ready
     };
     let signals = daemon::block_signals();
     // Threads start only now: after the fork, and with the signals blocked.

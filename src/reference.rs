@@ -180,7 +180,8 @@ fn tail_sections(cmd: &Command) -> Roff {
     let env = [
         ("FTPFS_PASSWORD", "The password, when neither the URL nor password_file gives one."),
         ("NETRC", "The netrc file to read instead of ~/.netrc."),
-        ("RUST_LOG", "What to log, as env_logger reads it; for example RUST_LOG=ftpfs=debug. The log goes to standard error."),
+        ("RUST_LOG", "What to log, as env_logger reads it; for example RUST_LOG=ftpfs=debug. The log goes to standard error in the foreground, and to syslog (facility daemon, tag ftpfs) in the background."),
+        ("FTPFS_SYSLOG_SOCKET", "The syslog socket used in the background, instead of /dev/log."),
     ];
     for (name, text) in env {
         r.control("TP", []);

@@ -671,6 +671,62 @@ fn background_mode_mounts_then_exits_on_unmount() {
     );
 }
 
+#[test]
+fn background_mode_logs_to_syslog_without_the_password() {
+    let server = FtpServer::pyftpdlib_with_args(&["--refuse-stor"]);
+    let mnt = MountDir::new();
+    let mut guard = PidGuard(Vec::new());
+    // A stand-in for /dev/log.
+    let logdir = tempfile::tempdir().unwrap();
+    let sock_path = logdir.path().join("log");
+    let syslog = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    syslog
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let (status, _out, err, _) = ftpfs(
+        &[&server.url(), mnt.as_str()],
+        &[
+            ("FTPFS_PASSWORD", &server.password),
+            ("NETRC", "/dev/null"),
+            ("FTPFS_SYSLOG_SOCKET", sock_path.to_str().unwrap()),
+        ],
+    );
+    guard.0 = ftpfs_pids_for(&mnt.path);
+    assert_eq!(status.code(), Some(0), "{err}");
+    // A refused upload is a warning; in the background it goes to syslog.
+    let write = fs::File::create(mnt.path.join("refused.txt")).and_then(|mut f| {
+        std::io::Write::write_all(&mut f, b"x")?;
+        f.sync_all()
+    });
+    assert!(write.is_err());
+    let mut lines = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = syslog.recv(&mut buf) {
+        let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let done = line.contains("553");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    let refused = lines.iter().find(|l| l.contains("553"));
+    assert!(
+        refused.is_some_and(|l| l.starts_with("<28>ftpfs[") || l.starts_with("<27>ftpfs[")),
+        "no syslog line about the refused STOR: {lines:?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains(&server.password)),
+        "{lines:?}"
+    );
+    let un = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&mnt.path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run fusermount3");
+    assert!(un.status.success());
+}
+
 // ---------------------------------------------------------------------------
 // 10. Signals
 // ---------------------------------------------------------------------------
