@@ -237,6 +237,19 @@ pub fn serve(
         .mode(dir_mode)
         .create(&dir)
         .map_err(|e| format!("status socket directory {}: {e}", dir.display()))?;
+    // The directory may have existed already (/tmp is everyone's): it must be
+    // ours and closed to others, or someone else could replace the socket.
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(&dir)
+        .map_err(|e| format!("status socket directory {}: {e}", dir.display()))?;
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "status socket directory {} is not a directory of this user closed to others",
+            dir.display()
+        ));
+    }
     let path = socket_path_in(&dir, mountpoint);
     // A socket left by an ftpfs that died: nobody answers on it.
     if UnixStream::connect(&path).is_err() {

@@ -1,9 +1,10 @@
 #[macro_use]
 mod support;
 
-// Server matrix (issue #6): the same workload on pure-ftpd, ProFTPD, vsftpd
-// with forced TLS (tests/support/pki.rs) and a DOS/IIS-style server (pyftpdlib with `--dos-list`: LIST only, no MLSD,
-// MFMT, SIZE or SITE CHMOD). pure-ftpd and ProFTPD come from
+// Server matrix (issue #6): the same workload on pyftpdlib, vsftpd, pure-ftpd,
+// ProFTPD, vsftpd with forced TLS and ProFTPD with TLS 1.3 only
+// (tests/support/pki.rs), and a DOS/IIS-style server (pyftpdlib with
+// `--dos-list`: LIST only, no MLSD, MFMT, SIZE or SITE CHMOD). pure-ftpd and ProFTPD come from
 // `install_extra_servers` (scripts/lib.sh) and, like vsftpd, need root.
 //
 // What a server can do (set times, chmod) is never derived from its name:
@@ -27,6 +28,30 @@ macro_rules! matrix_tests {
         }
     };
 }
+
+matrix_tests!(pyftpdlib, pyftpdlib;
+    read_big_file_and_random_offset,
+    write_copy_in_and_out,
+    rename_file,
+    mkdir_rmdir,
+    mtime_touch,
+    chmod_or_eperm,
+    rsync_twice,
+    cp_r_tree,
+    list_2000_entries,
+);
+
+matrix_tests!(vsftpd, vsftpd;
+    read_big_file_and_random_offset,
+    write_copy_in_and_out,
+    rename_file,
+    mkdir_rmdir,
+    mtime_touch,
+    chmod_or_eperm,
+    rsync_twice,
+    cp_r_tree,
+    list_2000_entries,
+);
 
 matrix_tests!(pure_ftpd, pure_ftpd;
     read_big_file_and_random_offset,
