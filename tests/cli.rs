@@ -611,6 +611,21 @@ impl Drop for PidGuard {
     }
 }
 
+/// `fusermount3 -u dir`, which must succeed.
+fn fusermount_u(dir: &Path) {
+    let un = Command::new("fusermount3")
+        .arg("-u")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run fusermount3");
+    assert!(
+        un.status.success(),
+        "fusermount3 -u: {}",
+        String::from_utf8_lossy(&un.stderr)
+    );
+}
+
 #[test]
 fn background_mode_mounts_then_exits_on_unmount() {
     let server = FtpServer::pyftpdlib();
@@ -652,17 +667,7 @@ fn background_mode_mounts_then_exits_on_unmount() {
         support::gen_bytes(300_000, 9)
     );
 
-    let un = Command::new("fusermount3")
-        .arg("-u")
-        .arg(&mnt.path)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run fusermount3");
-    assert!(
-        un.status.success(),
-        "fusermount3 -u: {}",
-        String::from_utf8_lossy(&un.stderr)
-    );
+    fusermount_u(&mnt.path);
     assert!(!is_mounted(&mnt.path), "still mounted after fusermount3 -u");
     assert!(
         wait_until(Duration::from_secs(5), || !alive(pid)),
@@ -718,13 +723,7 @@ fn background_mode_logs_to_syslog_without_the_password() {
         !lines.iter().any(|l| l.contains(&server.password)),
         "{lines:?}"
     );
-    let un = Command::new("fusermount3")
-        .arg("-u")
-        .arg(&mnt.path)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run fusermount3");
-    assert!(un.status.success());
+    fusermount_u(&mnt.path);
 }
 
 // ---------------------------------------------------------------------------

@@ -19,98 +19,41 @@ use std::process::Command;
 
 use support::{files_equal, gen_bytes, random_u64, write_file, FtpServer, Mount};
 
-/// `matrix_tests!(module, constructor; scenario, ...)`: one test per
-/// scenario `fn(FtpServer)` on the server made by `FtpServer::constructor()`.
+/// `matrix_tests!([module => constructor, ...], [scenario, ...])`: one test
+/// per server and scenario `fn(FtpServer)`, on the server made by
+/// `FtpServer::constructor()`, in a module named after the server.
 macro_rules! matrix_tests {
-    ($module:ident, $ctor:ident; $($name:ident),* $(,)?) => {
+    ([$($module:ident => $ctor:ident),* $(,)?], $scenarios:tt) => {
+        $( matrix_tests!(@server $module, $ctor, $scenarios); )*
+    };
+    (@server $module:ident, $ctor:ident, [$($name:ident),* $(,)?]) => {
         mod $module {
             $( #[test] fn $name() { super::$name(super::support::FtpServer::$ctor()) } )*
         }
     };
 }
 
-matrix_tests!(pyftpdlib, pyftpdlib;
-    read_big_file_and_random_offset,
-    write_copy_in_and_out,
-    rename_file,
-    mkdir_rmdir,
-    mtime_touch,
-    chmod_or_eperm,
-    rsync_twice,
-    cp_r_tree,
-    list_2000_entries,
-);
-
-matrix_tests!(vsftpd, vsftpd;
-    read_big_file_and_random_offset,
-    write_copy_in_and_out,
-    rename_file,
-    mkdir_rmdir,
-    mtime_touch,
-    chmod_or_eperm,
-    rsync_twice,
-    cp_r_tree,
-    list_2000_entries,
-);
-
-matrix_tests!(pure_ftpd, pure_ftpd;
-    read_big_file_and_random_offset,
-    write_copy_in_and_out,
-    rename_file,
-    mkdir_rmdir,
-    mtime_touch,
-    chmod_or_eperm,
-    rsync_twice,
-    cp_r_tree,
-    list_2000_entries,
-);
-
-matrix_tests!(proftpd, proftpd;
-    read_big_file_and_random_offset,
-    write_copy_in_and_out,
-    rename_file,
-    mkdir_rmdir,
-    mtime_touch,
-    chmod_or_eperm,
-    rsync_twice,
-    cp_r_tree,
-    list_2000_entries,
-);
-
-matrix_tests!(dos_style, dos_style;
-    read_big_file_and_random_offset,
-    write_copy_in_and_out,
-    rename_file,
-    mkdir_rmdir,
-    mtime_touch,
-    chmod_or_eperm,
-    rsync_twice,
-    cp_r_tree,
-    list_2000_entries,
-);
-
-matrix_tests!(vsftpd_tls, vsftpd_tls;
-    read_big_file_and_random_offset,
-    write_copy_in_and_out,
-    rename_file,
-    mkdir_rmdir,
-    mtime_touch,
-    chmod_or_eperm,
-    rsync_twice,
-    cp_r_tree,
-    list_2000_entries,
-);
-
-matrix_tests!(proftpd_tls13, proftpd_tls13;
-    read_big_file_and_random_offset,
-    write_copy_in_and_out,
-    rename_file,
-    mkdir_rmdir,
-    mtime_touch,
-    chmod_or_eperm,
-    rsync_twice,
-    cp_r_tree,
-    list_2000_entries,
+matrix_tests!(
+    [
+        pyftpdlib => pyftpdlib,
+        vsftpd => vsftpd,
+        pure_ftpd => pure_ftpd,
+        proftpd => proftpd,
+        dos_style => dos_style,
+        vsftpd_tls => vsftpd_tls,
+        proftpd_tls13 => proftpd_tls13,
+    ],
+    [
+        read_big_file_and_random_offset,
+        write_copy_in_and_out,
+        rename_file,
+        mkdir_rmdir,
+        mtime_touch,
+        chmod_or_eperm,
+        rsync_twice,
+        cp_r_tree,
+        list_2000_entries,
+    ]
 );
 
 const MIB: usize = 1024 * 1024;
