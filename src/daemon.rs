@@ -119,6 +119,37 @@ pub fn check_mountpoint(p: &Path) -> Result<PathBuf, String> {
     Ok(abs)
 }
 
+/// The user's home directory: `$HOME` when it belongs to this user, else the
+/// passwd entry's. mount(8) runs helpers with HOME=/root even for a user mount.
+pub fn home_dir() -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let from_env = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .filter(|h| std::fs::metadata(h).is_ok_and(|m| m.uid() == uid));
+    from_env.or_else(|| passwd_home(uid))
+}
+
+/// The home directory in the passwd entry of `uid`.
+fn passwd_home(uid: libc::uid_t) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: all-zero is a valid passwd (null pointers, zero ids).
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: the buffers outlive the call; on success `result` points to `pwd`,
+    // whose strings point into `buf`.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
+    if rc != 0 || result.is_null() || pwd.pw_dir.is_null() {
+        return None;
+    }
+    // SAFETY: pw_dir is a NUL-terminated string inside `buf`.
+    let dir = unsafe { std::ffi::CStr::from_ptr(pwd.pw_dir) };
+    Some(PathBuf::from(std::ffi::OsStr::from_bytes(dir.to_bytes())))
+}
+
 /// The private spool directory of this mount: `base/spool-PID`, mode 0700, where
 /// base is `-o cache_dir`, else `$XDG_CACHE_HOME/ftpfs`, else `~/.cache/ftpfs`.
 pub fn spool_dir(configured: Option<&Path>) -> Result<PathBuf, String> {
@@ -128,7 +159,7 @@ pub fn spool_dir(configured: Option<&Path>) -> Result<PathBuf, String> {
         None => std::env::var_os("XDG_CACHE_HOME")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
+            .or_else(|| home_dir().map(|h| h.join(".cache")))
             .unwrap_or_else(std::env::temp_dir)
             .join("ftpfs"),
     };
@@ -142,4 +173,15 @@ pub fn spool_dir(configured: Option<&Path>) -> Result<PathBuf, String> {
         .and_then(|_| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)))
         .map_err(|e| format!("cannot create the spool directory {}: {e}", dir.display()))?;
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_passwd_home_of_root_is_found() {
+        assert_eq!(passwd_home(0), Some(PathBuf::from("/root")));
+        assert!(home_dir().is_some());
+    }
 }

@@ -105,7 +105,7 @@ fn start_status(
 fn netrc_text() -> Option<String> {
     let path = std::env::var_os("NETRC")
         .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".netrc")))?;
+        .or_else(|| daemon::home_dir().map(|h| h.join(".netrc")))?;
     std::fs::read_to_string(path).ok()
 }
 
