@@ -11,10 +11,12 @@
 # Environment:
 #   BENCH_QUICK=1        small sizes (seconds instead of minutes)
 #   BENCH_OUT=FILE       where to write the markdown report
-#   BENCH_SETS="..."     server:delay pairs to run, in order
-#                        (default "vsftpd:0 vsftpd:20 pyftpdlib:0 pyftpdlib:20")
+#   BENCH_SETS="..."     server:delay pairs to run, in order (default
+#                        "vsftpd:0 vsftpd:20 pyftpdlib:0 pyftpdlib:20 vsftpd-tls:0";
+#                        vsftpd-tls is vsftpd with forced explicit TLS and its
+#                        default require_ssl_reuse, certificates from a throw-away CA)
 #   BENCH_CONTENDERS=".." subset of "raw ftpfs rclone rclone-writes"
-#   BENCH_BUDGET=SECS    stop starting new steps after SECS since start (default 1140)
+#   BENCH_BUDGET=SECS    stop starting new steps after SECS since start (default 1500)
 #   BENCH_KEEP=1         keep the work directory (data, logs, raw results)
 #   BENCH_SMALL_N_DELAY, BENCH_RAND_N_DELAY   small files / random reads used at
 #                        20 ms (full run: 50 and 25, to stay under 20 minutes)
@@ -38,8 +40,8 @@ START_SECONDS=$SECONDS
 START_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')"
 
 QUICK="${BENCH_QUICK:-0}"
-BUDGET="${BENCH_BUDGET:-1140}"
-SETS="${BENCH_SETS:-vsftpd:0 vsftpd:20 pyftpdlib:0 pyftpdlib:20}"
+BUDGET="${BENCH_BUDGET:-1500}"
+SETS="${BENCH_SETS:-vsftpd:0 vsftpd:20 pyftpdlib:0 pyftpdlib:20 vsftpd-tls:0}"
 CONTENDERS="${BENCH_CONTENDERS:-raw ftpfs rclone rclone-writes}"
 DELAY_MS=20
 
@@ -359,7 +361,8 @@ collect_meta() {
     meta how8 "Random reads: scripts/bench/randread.py opens the file in the mount and preads 4 KiB at each offset (block-aligned, seed 4242), then checks the data; raw: one curl process (-K config) with one ranged request (-r) per offset; curl closes the control connection after each partial download (ABOR), so every raw request also pays a connect and a login."
     meta how9 "Peak RSS: VmHWM of the ftpfs (and rclone) process read from /proc/PID/status just before each unmount; the table shows the maximum per set, the target uses the maximum over the whole run."
     meta how11 "For reference: \`ls -l\` of the $DIR_N-entry directory on the local disk (where the servers keep it) takes ${LOCAL_LS_MS} ms on this machine (warm, best of 3); that is the floor for the warm ls -l rows."
-    meta how10 "Small files: \`cp -r\` out of and into the mount; raw: \`lftp -e 'mirror --parallel=1'\` and \`mirror -R --parallel=1\` with ftp:ssl-allow off."
+    meta how12 "TLS (the vsftpd-tls set): vsftpd with ssl_enable, force_local_logins_ssl, force_local_data_ssl and require_ssl_reuse=YES (its default), a certificate for 127.0.0.1 from a throw-away CA. ftpfs: \`-o tls,cacert=CA\`; curl: \`--ssl-reqd --cacert CA\`; lftp: ftp:ssl-force, ftp:ssl-protect-data, ssl:ca-file CA; rclone: \`explicit_tls=true,no_check_certificate=true,disable_tls13=true\` (rclone has no option for an extra CA; without disable_tls13, its documented workaround for such servers, every command failed with \"tls: illegal parameter\")."
+    meta how10 "Small files: \`cp -r\` out of and into the mount; raw: \`lftp -e 'mirror --parallel=1'\` and \`mirror -R --parallel=1\` with ftp:ssl-allow off (TLS forced in the TLS set)."
 }
 
 # ---------------------------------------------------------------------------
@@ -373,8 +376,11 @@ banner_contains() {
     [[ "$line" == *"$2"* ]]
 }
 
+# start_vsftpd [TAG [CONFIG-LINE...]]: sets VSFTPD_PID and VSFTPD_PORT.
 start_vsftpd() {
-    local conf="$WORK/vsftpd.conf" port token attempt i
+    local tag="${1:-}"
+    shift || true
+    local conf="$WORK/vsftpd$tag.conf" port token attempt i
     mkdir -p /var/run/vsftpd/empty
     for attempt in 1 2 3 4 5 6 7 8; do
         port=$(free_port)
@@ -406,7 +412,8 @@ pam_service_name=vsftpd
 secure_chroot_dir=/var/run/vsftpd/empty
 ftpd_banner=vsFTPd ftpfs-bench $token
 EOF
-        /usr/sbin/vsftpd "$conf" </dev/null >>"$LOGDIR/vsftpd.log" 2>&1 &
+        printf '%s\n' "$@" >>"$conf"
+        /usr/sbin/vsftpd "$conf" </dev/null >>"$LOGDIR/vsftpd$tag.log" 2>&1 &
         VSFTPD_PID=$!
         CHILD_PIDS+=("$VSFTPD_PID")
         for i in $(seq 100); do
@@ -420,8 +427,34 @@ EOF
         done
         stop_pid "$VSFTPD_PID"
     done
-    cat "$LOGDIR/vsftpd.log" >&2
+    cat "$LOGDIR/vsftpd$tag.log" >&2
     return 1
+}
+
+# make_tls_certs: a throw-away CA and a certificate for 127.0.0.1 in $WORK/tls.
+make_tls_certs() {
+    local d="$WORK/tls"
+    mkdir -p "$d"
+    (
+        cd "$d"
+        openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj "/CN=ftpfs bench CA"
+        openssl req -newkey rsa:2048 -nodes -keyout key.pem -out leaf.csr -subj "/CN=127.0.0.1"
+        printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >ext.cnf
+        openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cert.pem -days 2 -extfile ext.cnf
+    ) >>"$LOGDIR/openssl.log" 2>&1
+    TLS_CA="$d/ca.pem"
+}
+
+# start_vsftpd_tls: vsftpd with forced TLS (its default require_ssl_reuse=YES
+# written out); sets VSFTPD_TLS_PORT.
+start_vsftpd_tls() {
+    local plain_pid=$VSFTPD_PID plain_port=$VSFTPD_PORT
+    make_tls_certs || return 1
+    start_vsftpd -tls ssl_enable=YES force_local_logins_ssl=YES force_local_data_ssl=YES \
+        require_ssl_reuse=YES "rsa_cert_file=$WORK/tls/cert.pem" "rsa_private_key_file=$WORK/tls/key.pem" ||
+        return 1
+    VSFTPD_TLS_PORT=$VSFTPD_PORT
+    VSFTPD_PID=$plain_pid VSFTPD_PORT=$plain_port
 }
 
 start_pyftpdlib() {
@@ -475,14 +508,19 @@ mount_fs() {
     check_proxy "mounting $cont"
     case "$cont" in
     ftpfs)
+        local -a tls_opt=()
+        ((TLS)) && tls_opt=(-o "tls,cacert=$TLS_CA")
         FTPFS_PASSWORD="$USER_PW" XDG_CACHE_HOME="$WORK/xdg" \
-            "$FTPFS_BIN" -f "ftp://$USER_NAME@127.0.0.1:$PORT/" "$mnt" </dev/null >>"$log" 2>&1 &
+            "$FTPFS_BIN" -f "${tls_opt[@]}" "ftp://$USER_NAME@127.0.0.1:$PORT/" "$mnt" </dev/null >>"$log" 2>&1 &
         ;;
     rclone | rclone-writes)
         local -a extra=()
+        local tls_param=""
         [[ "$cont" == rclone-writes ]] && extra=(--vfs-cache-mode writes)
+        # rclone has no option for an extra CA: it skips the check instead.
+        ((TLS)) && tls_param=",explicit_tls=true,no_check_certificate=true,disable_tls13=true"
         RCLONE_CONFIG="$WORK/rclone.conf" rclone mount \
-            ":ftp,host=127.0.0.1,port=$PORT,user=$USER_NAME,pass=$RCLONE_PASS:" "$mnt" \
+            ":ftp,host=127.0.0.1,port=$PORT,user=$USER_NAME,pass=$RCLONE_PASS$tls_param:" "$mnt" \
             --cache-dir "$WORK/rclone-cache" "${extra[@]}" </dev/null >>"$log" 2>&1 &
         ;;
     esac
@@ -778,13 +816,16 @@ bench_mounted() {
 lftp_run() {
     # lftp_run LIMIT COMMANDS: one lftp session, fail on the first error.
     local limit=$1 cmds=$2
-    timed "$limit" lftp -c "set cmd:fail-exit yes; set ftp:ssl-allow no; set net:max-retries 2; set net:timeout 30; set net:reconnect-interval-base 1; set xfer:clobber on; open -u $USER_NAME,$USER_PW -p $PORT 127.0.0.1; $cmds"
+    local ssl="set ftp:ssl-allow no"
+    ((TLS)) && ssl="set ftp:ssl-force yes; set ftp:ssl-protect-data yes; set ssl:ca-file $TLS_CA"
+    timed "$limit" lftp -c "set cmd:fail-exit yes; $ssl; set net:max-retries 2; set net:timeout 30; set net:reconnect-interval-base 1; set xfer:clobber on; open -u $USER_NAME,$USER_PW -p $PORT 127.0.0.1; $cmds"
 }
 
 bench_raw() {
     check_proxy "the raw clients"
     local cont=raw url="ftp://127.0.0.1:$PORT"
     local -a curl=(curl -sS --fail -u "$USER_NAME:$USER_PW")
+    ((TLS)) && curl+=(--ssl-reqd --cacert "$TLS_CA")
     mkdir -p "$ROOT/w/raw"
     chown "$USER_NAME:" "$ROOT/w/raw"
     if (($(budget_left) < 30)); then
@@ -807,8 +848,10 @@ bench_raw() {
         record_step "$wl" raw "$CUR_DIR_N"
     done
 
+    local -a tls_cfg=()
+    ((TLS)) && tls_cfg=(--extra ssl-reqd --extra "cacert = \"$TLS_CA\"")
     python3 "$BENCH_DIR/randread.py" curlcfg "$WORK/offsets.txt" "$url/big.bin" \
-        "$USER_NAME:$USER_PW" --limit "$CUR_RAND_N" >"$WORK/curl-ranges.cfg"
+        "$USER_NAME:$USER_PW" --limit "$CUR_RAND_N" "${tls_cfg[@]}" >"$WORK/curl-ranges.cfg"
     timed "$TO_RAND" curl -K "$WORK/curl-ranges.cfg"
     record_step randread raw "$CUR_RAND_N"
 
@@ -879,9 +922,11 @@ run_set() {
 
     local upstream set_start=$SECONDS
     PROXY_PID=""
+    TLS=0
     case "$server" in
     vsftpd) upstream=$VSFTPD_PORT ;;
     pyftpdlib) upstream=$PYFTPD_PORT ;;
+    vsftpd-tls) upstream=$VSFTPD_TLS_PORT TLS=1 ;;
     *)
         printf '%s\t%s\t%s\tskipped\tunknown server\n' "$SET" "$server" "$delay" >>"$WORK/sets.tsv"
         return
@@ -963,8 +1008,11 @@ make_data
 collect_meta
 
 section "Starting servers"
-VSFTPD_PORT="" PYFTPD_PORT=""
+VSFTPD_PORT="" PYFTPD_PORT="" VSFTPD_TLS_PORT="" TLS=0 TLS_CA=""
 start_vsftpd || note "vsftpd did not start: its sets are skipped."
+if [[ " $SETS " == *" vsftpd-tls:"* ]]; then
+    start_vsftpd_tls || note "vsftpd with TLS did not start: its sets are skipped."
+fi
 start_pyftpdlib || note "pyftpdlib did not start: its sets are skipped."
 
 for s in $SETS; do

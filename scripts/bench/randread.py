@@ -7,9 +7,10 @@
         freshly opened FILE; print the seconds the reads took (open included).
         --verify compares every block with the same offset of LOCAL afterwards
         (not timed) and exits 3 on a mismatch.
-    randread.py curlcfg OFFSETS URL USERPASS [--limit N]
+    randread.py curlcfg OFFSETS URL USERPASS [--limit N] [--extra LINE]...
         print a curl config (-K) with one ranged request per offset,
-        separated by `next`, so that one curl process makes every request.
+        separated by `next`, so that one curl process makes every request;
+        each --extra line (e.g. `ssl-reqd`) goes into every request.
 """
 
 import argparse
@@ -74,6 +75,7 @@ def cmd_curlcfg(a):
                     "show-error",
                     "fail",
                 ]
+                + (a.extra or [])
             )
         )
     print("\nnext\n".join(blocks))
@@ -96,6 +98,7 @@ def main():
     c.add_argument("url")
     c.add_argument("userpass")
     c.add_argument("--limit", type=int, default=0)
+    c.add_argument("--extra", action="append")
     a = p.parse_args()
     {"gen": cmd_gen, "read": cmd_read, "curlcfg": cmd_curlcfg}[a.cmd](a)
 
