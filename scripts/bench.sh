@@ -4,7 +4,7 @@
 # and a local pyftpdlib, with 0 ms and 20 ms (per direction) of added delay.
 #
 # Usage (as root, Debian/Ubuntu):
-#   scripts/bench.sh                 full run (< 20 min on 2 cores); writes docs/benchmarks.md
+#   scripts/bench.sh                 full run (< 25 min on 2 cores); writes docs/benchmarks.md
 #   BENCH_QUICK=1 scripts/bench.sh   smoke mode with small sizes; writes
 #                                    target/bench/benchmarks-quick.md instead
 #
