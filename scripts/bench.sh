@@ -319,6 +319,9 @@ make_data() {
     chown -R "$USER_NAME:" "$ROOT"
     chmod 755 "$WORK" "$ROOT"
     cat "$ROOT/big.bin" >/dev/null # the servers read it from the page cache
+    # Write the fresh data out now: background writeback of these ~2 GiB would
+    # otherwise compete with the first set's measurements.
+    sync
 
     # Reference: ls -l of the big directory on the local disk (warm, best of 3).
     local i t0 t1 best=""

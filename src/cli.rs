@@ -152,7 +152,8 @@ const IGNORED: &[&str] = &[
 /// the prose that `--help` and the man page share.
 pub const URL_HELP: &[&str] = &[
     "URL is ftp://[user[:password]@]host[:port][/path]; percent-encoding is decoded. \
-     A path is relative to the login directory; start it with // (or %2F) for an absolute one.",
+     A path is relative to the login directory; start it with // (or %2F) for an absolute one. \
+     ftpes:// asks for explicit TLS (as -o tls does), ftps:// for implicit TLS (port 990 by default).",
     "The password comes from, in order: the URL, -o password_file=FILE, the FTPFS_PASSWORD \
      environment variable, ~/.netrc, or a prompt when stdin is a terminal. \
      Without a user, the login is anonymous.",
@@ -217,7 +218,7 @@ pub enum Shell {
 /// The arguments of a mount: `ftpfs [OPTIONS] URL MOUNTPOINT`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// ftp://[user[:password]@]host[:port][/path]
+    /// ftp://[user[:password]@]host[:port][/path] (or ftpes://, ftps:// for TLS)
     #[arg(value_hint = ValueHint::Url)]
     pub url: String,
     /// An existing, empty directory to mount on
