@@ -417,8 +417,17 @@ fn upload_reset_every_time_fails_and_keeps_the_old_file(s: FtpServer) {
     );
 
     // ftpfs retries in the background after 1 and 3 more seconds; each
-    // attempt fails too and must clean up its temporary file.
-    thread::sleep(Duration::from_secs(6).saturating_sub(failed_at.elapsed()));
+    // attempt fails too and must clean up its temporary file. Wait for the
+    // log to say the second retry is over (a fixed sleep raced a slow
+    // attempt on a loaded machine), well before the third one starts.
+    let second_over = wait_until(Duration::from_secs(20), || {
+        r.m.log().contains("retry 2 of /target.bin failed")
+    });
+    assert!(
+        second_over,
+        "the second background retry did not end\n{}",
+        r.diag()
+    );
     let left = temp_files(&r.s);
     assert!(
         left.is_empty(),

@@ -130,12 +130,14 @@ impl Drop for V6Server {
     }
 }
 
-#[test]
-fn ipv6_host_with_epsv() {
+/// Reads and writes over IPv6 with `opts`; the log must show `command`
+/// (EPSV for passive mode, EPRT for active mode: PASV and PORT are IPv4-only).
+fn ipv6_round_trip(opts: &[&str], command: &str) {
     let s = V6Server::start();
     fs::write(s.root.path().join("a.txt"), b"over IPv6").unwrap();
     let url = format!("ftp://u6@[::1]:{}/", s.port);
-    let m = Mount::try_spawn(&url, Some("pw6"), &[], &[], &[]).unwrap();
+    let env = [("RUST_LOG", "ftpfs=debug,suppaftp=debug")];
+    let m = Mount::try_spawn(&url, Some("pw6"), opts, &[], &env).unwrap();
     assert_eq!(
         fs::read(m.path("a.txt")).unwrap(),
         b"over IPv6",
@@ -144,4 +146,19 @@ fn ipv6_host_with_epsv() {
     );
     fs::write(m.path("b.txt"), b"back").unwrap();
     assert_eq!(fs::read(s.root.path().join("b.txt")).unwrap(), b"back");
+    let log = m.log();
+    assert!(
+        log.contains(command),
+        "no {command} in the dialogue:\n{log}"
+    );
+}
+
+#[test]
+fn ipv6_host_with_epsv() {
+    ipv6_round_trip(&[], "EPSV");
+}
+
+#[test]
+fn ipv6_host_with_eprt_in_active_mode() {
+    ipv6_round_trip(&["active"], "EPRT");
 }
