@@ -103,7 +103,7 @@ pub const OPTIONS: &[(&str, &str, &str)] = &[
     (
         "encoding=NAME",
         "utf8",
-        "names on the server: utf8, or latin1 for legacy servers",
+        "character set of names on the server: utf8, latin1, or a codepage such as windows-1251, shift_jis, gbk",
     ),
 ];
 
@@ -265,7 +265,7 @@ pub struct MountOpts {
     pub no_verify: bool,
     pub active: bool,
     pub pasv_ip_workaround: bool,
-    pub latin1: bool,
+    pub encoding: crate::ftp::names::NameEncoding,
 }
 
 impl Default for MountOpts {
@@ -293,7 +293,7 @@ impl Default for MountOpts {
             no_verify: false,
             active: false,
             pasv_ip_workaround: false,
-            latin1: false,
+            encoding: Default::default(),
         }
     }
 }
@@ -377,15 +377,9 @@ impl MountOpts {
                     "active" => o.active = true,
                     "pasv_ip_workaround" => o.pasv_ip_workaround = true,
                     "encoding" => {
-                        o.latin1 = match value.map(str::to_ascii_lowercase).as_deref() {
-                            Some("utf8") | Some("utf-8") => false,
-                            Some("latin1") | Some("iso-8859-1") | Some("iso8859-1") => true,
-                            other => {
-                                return Err(format!(
-                                    "option encoding: {other:?} is not supported (utf8 or latin1)"
-                                ))
-                            }
-                        }
+                        o.encoding = crate::ftp::names::NameEncoding::from_label(
+                            value.ok_or("option encoding needs a value")?,
+                        )?
                     }
                     "cache_dir" => {
                         o.cache_dir = Some(value.ok_or("option cache_dir needs a value")?.into())

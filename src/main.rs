@@ -159,7 +159,7 @@ fn run(args: Args) -> Result<(), String> {
         tls,
         active: opts.active,
         pasv_ip_workaround: opts.pasv_ip_workaround,
-        latin1: opts.latin1,
+        encoding: opts.encoding,
         host: target.host.clone(),
         port: target.port,
         user: login.user.clone(),

@@ -58,6 +58,8 @@ pub enum ErrorKind {
     NoSpace,
     QuotaExceeded,
     InvalidName,
+    /// The path (the command line carrying it) is longer than the server takes.
+    NameTooLong,
     Unsupported,
     Timeout,
     /// The connection broke or could not be made.
@@ -79,6 +81,7 @@ impl ErrorKind {
             ErrorKind::NoSpace => libc::ENOSPC,
             ErrorKind::QuotaExceeded => libc::EDQUOT,
             ErrorKind::InvalidName => libc::EINVAL,
+            ErrorKind::NameTooLong => libc::ENAMETOOLONG,
             ErrorKind::Unsupported => libc::ENOTSUP,
             ErrorKind::Timeout => libc::ETIMEDOUT,
             ErrorKind::Connection | ErrorKind::Protocol => libc::EIO,

@@ -300,9 +300,17 @@ fn pjdfstest_on(server: FtpServer) {
                 msg.push_str(&format!("      {d}\n"));
             }
         }
+        // The tail is the end of the run; the warnings say what went wrong
+        // at the time of the failed case (a read error, a retried upload...).
+        let log = mount.log();
+        let warnings: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .collect();
         msg.push_str(&format!(
-            "--- ftpfs log (tail) ---\n{}",
-            tail(&mount.log(), LOG_TAIL_LINES)
+            "--- ftpfs warnings and errors (last {LOG_TAIL_LINES}) ---\n{}\n--- ftpfs log (tail) ---\n{}",
+            tail(&warnings.join("\n"), LOG_TAIL_LINES),
+            tail(&log, LOG_TAIL_LINES)
         ));
         panic!("{msg}");
     }

@@ -42,40 +42,82 @@ fn pasv_ip_workaround_works(s: FtpServer) {
     assert_eq!(fs::read(m.path("a.txt")).unwrap(), b"nat", "{}", m.log());
 }
 
-/// vsftpd passes name bytes through, so it can hold Latin-1 names.
-#[test]
-fn latin1_names_are_translated_both_ways() {
+/// Mounts vsftpd (which passes name bytes through, so it can hold names in
+/// any codepage) with `-o encoding=LABEL`: `server` (bytes on the server) reads
+/// as `local`, `written` (a new local name) lands as `written_bytes`, and a
+/// name the codepage cannot hold is refused with EINVAL, never mangled.
+fn names_in_codepage(label: &str, server: &[u8], local: &str, written: &str, written_bytes: &[u8]) {
     let s = FtpServer::vsftpd();
-    let latin1_name = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
-    fs::write(s.root.join(latin1_name), b"latin1").unwrap();
+    fs::write(s.root.join(std::ffi::OsStr::from_bytes(server)), b"legacy").unwrap();
     s.fix_ownership();
-    let m = Mount::new(&s, &["encoding=latin1"]);
-    assert_eq!(
-        fs::read(m.path("café.txt")).unwrap(),
-        b"latin1",
-        "{}",
+    let opt = format!("encoding={label}");
+    let m = Mount::new(&s, &[opt.as_str()]);
+    let listed: Vec<String> = fs::read_dir(&m.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        listed.iter().any(|n| n == local),
+        "{label}: listing {listed:?}\n{}",
         m.log()
     );
-    fs::write(m.path("né.txt"), b"new").unwrap();
-    let on_server = s.root.join(std::ffi::OsStr::from_bytes(b"n\xe9.txt"));
-    assert_eq!(fs::read(on_server).unwrap(), b"new");
-    // a name Latin-1 cannot hold is refused when the upload is due, not mangled
-    let mut f = fs::File::create(m.path("日本.txt")).unwrap();
+    assert_eq!(
+        fs::read(m.path(local)).unwrap(),
+        b"legacy",
+        "{label}\n{}",
+        m.log()
+    );
+    fs::write(m.path(written), b"new").unwrap();
+    let on_server = s.root.join(std::ffi::OsStr::from_bytes(written_bytes));
+    assert_eq!(fs::read(on_server).unwrap(), b"new", "{label}");
+    // a name the codepage cannot hold is refused when the upload is due, not mangled
+    let mut f = fs::File::create(m.path("\u{1F600}.txt")).unwrap();
     f.write_all(b"x").unwrap();
     let e = f
         .sync_all()
-        .expect_err("the name cannot be written in Latin-1");
-    assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}");
+        .expect_err("the name cannot be written in the codepage");
+    assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{label}: {e}");
     drop(f);
     let names: Vec<Vec<u8>> = fs::read_dir(&s.root)
         .unwrap()
         .map(|e| e.unwrap().file_name().as_bytes().to_vec())
         .collect();
     assert!(
-        names
-            .iter()
-            .all(|n| n.starts_with(b"caf") || n.starts_with(b"n")),
-        "a mangled name reached the server: {names:?}"
+        names.iter().all(|n| n == server || n == written_bytes),
+        "{label}: a mangled name reached the server: {names:?}"
+    );
+    // Names are not UTF-8 here: ftpfs must not ask the server to switch to it.
+    assert!(
+        !m.log().contains("OPTS UTF8 ON"),
+        "{label}: OPTS UTF8 ON sent\n{}",
+        m.log()
+    );
+}
+
+#[test]
+fn latin1_names_are_translated_both_ways() {
+    names_in_codepage("latin1", b"caf\xe9.txt", "café.txt", "né.txt", b"n\xe9.txt");
+}
+
+#[test]
+fn windows_1251_names_are_translated_both_ways() {
+    names_in_codepage(
+        "cp1251",
+        b"\xcf\xf0\xe8\xe2\xe5\xf2.txt",
+        "Привет.txt",
+        "мир.txt",
+        b"\xec\xe8\xf0.txt",
+    );
+}
+
+#[test]
+fn shift_jis_names_are_translated_both_ways() {
+    names_in_codepage(
+        "shift_jis",
+        b"\x93\xfa\x96\x7b.txt",
+        "日本.txt",
+        "語.txt",
+        b"\x8c\xea.txt",
     );
 }
 

@@ -26,6 +26,7 @@ on_both_servers!(
     server_names_with_cr_or_lf_are_dropped,
     local_names_with_cr_or_lf_are_refused,
     spool_is_private,
+    overlong_command_lines_do_not_shift_replies,
 );
 
 /// Listings of `garbage*` directories answered with nonsense by
@@ -286,6 +287,57 @@ fn local_names_with_cr_or_lf_are_refused(s: FtpServer) {
 // ---------------------------------------------------------------------------
 
 /// Percent-encodes everything but unreserved characters (RFC 3986).
+/// Paths past the server's command-line limit (pyftpdlib: 2048 bytes) fail,
+/// and the commands after them still get their own replies. pyftpdlib answers
+/// such a line twice ("500 Command too long.", then a 500 for the rest); a
+/// client that reused the connection read every later reply one command late
+/// (a STOR "failed" with the 257 of an earlier MKD, a DELE "succeeded" with the
+/// 250 of an earlier RMD).
+fn overlong_command_lines_do_not_shift_replies(s: FtpServer) {
+    let mut m = Mount::new(&s, &[]);
+    let mut deep = m.path("deep");
+    fs::create_dir(&deep).unwrap();
+    let mut refused = None;
+    for level in 0..24 {
+        deep = deep.join(format!("{level:02}{}", "x".repeat(198)));
+        if let Err(e) = fs::create_dir(&deep) {
+            refused = Some((level, e));
+            break;
+        }
+    }
+    eprintln!("[{}] deep mkdir refused at: {refused:?}", s.kind.name());
+    // By the server's line limit or by the kernel's PATH_MAX (4096): either way
+    // the name is too long, not "unsupported".
+    let (_, e) = refused.expect("a 4800-byte path must be refused");
+    assert_eq!(
+        e.raw_os_error(),
+        Some(libc::ENAMETOOLONG),
+        "{e}\n{}",
+        diag(&m, &s)
+    );
+    // The same connection (the pool's command connection) serves what follows.
+    for i in 0..5 {
+        let dir = m.path(&format!("after{i}"));
+        fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir after{i}: {e}\n{}", diag(&m, &s)));
+        let body = format!("content {i}\n");
+        fs::write(dir.join("f.txt"), &body)
+            .unwrap_or_else(|e| panic!("write after{i}/f.txt: {e}\n{}", diag(&m, &s)));
+        fs::rename(dir.join("f.txt"), dir.join("g.txt"))
+            .unwrap_or_else(|e| panic!("rename in after{i}: {e}\n{}", diag(&m, &s)));
+        assert_eq!(
+            fs::read_to_string(s.path(&format!("after{i}/g.txt"))).unwrap(),
+            body,
+            "server copy of after{i}/g.txt\n{}",
+            diag(&m, &s)
+        );
+        assert!(!s.path(&format!("after{i}/f.txt")).exists());
+        fs::remove_file(dir.join("g.txt")).unwrap();
+        fs::remove_dir(&dir).unwrap_or_else(|e| panic!("rmdir after{i}: {e}\n{}", diag(&m, &s)));
+        assert!(!s.path(&format!("after{i}")).exists(), "{}", diag(&m, &s));
+    }
+    assert_alive(&mut m);
+}
+
 fn pct(s: &str) -> String {
     s.bytes()
         .map(|b| {

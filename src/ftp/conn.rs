@@ -53,31 +53,8 @@ pub struct ConnConfig {
     pub active: bool,
     /// Connect data connections to the control connection's peer, whatever PASV says.
     pub pasv_ip_workaround: bool,
-    /// Names on the server are Latin-1, not UTF-8.
-    pub latin1: bool,
-}
-
-/// ISO-8859-1 names: each byte is the code point of the same value.
-#[derive(Debug)]
-pub struct Latin1;
-
-impl suppaftp::Encoding for Latin1 {
-    fn decode(&self, bytes: &[u8]) -> String {
-        bytes.iter().map(|&b| b as char).collect()
-    }
-
-    fn encode(&self, text: &str) -> std::io::Result<Vec<u8>> {
-        text.chars()
-            .map(|c| {
-                u8::try_from(u32::from(c)).map_err(|_| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::InvalidInput,
-                        format!("{c:?} cannot be written in Latin-1"),
-                    )
-                })
-            })
-            .collect()
-    }
+    /// The character set of names on the server.
+    pub encoding: super::names::NameEncoding,
 }
 
 /// What the server said it can do, from FEAT.
@@ -202,9 +179,21 @@ pub struct Conn {
     pub ftp: Ftp,
     pub id: u64,
     pub last_used: Instant,
+    /// A syntax-error reply was seen: the server may have sent two replies for
+    /// one line, so the connection is closed rather than reused.
+    pub suspect: bool,
 }
 
 impl Conn {
+    /// Maps a suppaftp error for `what`, and marks the connection suspect after a
+    /// reply that may be followed by a second one ([`reply::may_desync`]).
+    pub fn error(&mut self, what: &str, err: FtpError) -> RemoteError {
+        if reply::may_desync(&err) {
+            self.suspect = true;
+        }
+        reply::from_ftp(what, err)
+    }
+
     /// Connects (trying every address of the host), logs in and switches to binary mode.
     pub fn open(cfg: &ConnConfig, id: u64) -> RemoteResult<Conn> {
         let addrs: Vec<SocketAddr> = (cfg.host.as_str(), cfg.port)
@@ -264,8 +253,8 @@ impl Conn {
         if cfg.pasv_ip_workaround {
             ftp.set_passive_nat_workaround(true);
         }
-        if cfg.latin1 {
-            ftp.set_encoding(Latin1);
+        if !cfg.encoding.is_utf8() {
+            ftp.set_encoding(cfg.encoding);
         }
         let ftp = if cfg.active {
             ftp.active_mode(cfg.timeout)
@@ -300,6 +289,7 @@ impl Conn {
                     ftp,
                     id,
                     last_used: Instant::now(),
+                    suspect: false,
                 };
                 conn.command("PBSZ 0").map_err(|e| tls_error(cfg, e))?;
                 conn.command("PROT P").map_err(|e| tls_error(cfg, e))?;
@@ -336,6 +326,7 @@ impl Conn {
             ftp,
             id,
             last_used: Instant::now(),
+            suspect: false,
         })
     }
 
@@ -404,10 +395,10 @@ impl Conn {
             Status::File,
             Status::RequestFilePending,
         ];
-        let resp = self
-            .ftp
-            .custom_command(line, &ok)
-            .map_err(|e| reply::from_ftp(line, e))?;
+        let resp = match self.ftp.custom_command(line, &ok) {
+            Ok(r) => r,
+            Err(e) => return Err(self.error(line, e)),
+        };
         let text = reply::reply_text(&resp);
         log::debug!("[conn {}] < {text}", self.id);
         if resp.status == Status::CommandNotImplemented {
@@ -419,10 +410,11 @@ impl Conn {
         Ok(text)
     }
 
-    /// Per-session setup that depends on the server's features: UTF-8 names, and
-    /// the MLST facts we want (unix.mode) when the server does not send them by default.
-    pub fn apply_features(&mut self, f: &Features) {
-        if f.utf8 {
+    /// Per-session setup that depends on the server's features: UTF-8 names (not
+    /// when the user named another character set), and the MLST facts we want
+    /// (unix.mode) when the server does not send them by default.
+    pub fn apply_features(&mut self, f: &Features, encoding: super::names::NameEncoding) {
+        if f.utf8 && encoding.is_utf8() {
             // Not every server accepts it (pure-ftpd answers 504); names are UTF-8 either way.
             let _ = self.command("OPTS UTF8 ON");
         }
@@ -434,10 +426,13 @@ impl Conn {
     /// Sends a bare EPSV to learn whether the server supports it.
     pub fn probe_epsv(&mut self) -> RemoteResult<()> {
         log::debug!("[conn {}] > EPSV", self.id);
-        self.ftp
+        match self
+            .ftp
             .custom_command("EPSV", &[Status::ExtendedPassiveMode])
-            .map(|_| ())
-            .map_err(|e| reply::from_ftp("EPSV", e))
+        {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.error("EPSV", e)),
+        }
     }
 
     /// The server's current directory (the login directory right after login).
@@ -478,18 +473,9 @@ mod tests {
             tls: None,
             active: false,
             pasv_ip_workaround: false,
-            latin1: false,
+            encoding: Default::default(),
         };
         assert!(!format!("{cfg:?}").contains("hunter2"));
-    }
-
-    #[test]
-    fn latin1_round_trips_and_refuses_what_it_cannot_write() {
-        use suppaftp::Encoding;
-        let bytes = Latin1.encode("café").unwrap();
-        assert_eq!(bytes, b"caf\xe9");
-        assert_eq!(Latin1.decode(&bytes), "café");
-        assert!(Latin1.encode("日本").is_err());
     }
 
     #[test]

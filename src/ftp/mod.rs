@@ -3,6 +3,7 @@
 
 pub mod conn;
 pub mod listing;
+pub mod names;
 pub mod pool;
 mod read_stream;
 pub mod reply;
@@ -154,8 +155,9 @@ fn data_command<T>(
 ) -> RemoteResult<T> {
     let id = pc.conn().id;
     log::debug!("[conn {id}] > {what}");
-    op(&mut pc.conn().ftp).map_err(|e| {
-        let err = reply::from_ftp(what, e);
+    let conn = pc.conn();
+    op(&mut conn.ftp).map_err(|e| {
+        let err = conn.error(what, e);
         log::debug!("[conn {id}] {}", err.message);
         err
     })

@@ -263,7 +263,7 @@ impl Pool {
             }
             let _ = self.features.set(f);
         }
-        conn.apply_features(&self.features());
+        conn.apply_features(&self.features(), self.cfg.encoding);
         Ok(conn)
     }
 
@@ -370,8 +370,13 @@ impl PooledConn {
 impl Drop for PooledConn {
     fn drop(&mut self) {
         let Some(conn) = self.conn.take() else { return };
-        if self.broken {
-            log::debug!("[conn {}] closing after an error", conn.id);
+        if self.broken || conn.suspect {
+            let why = if self.broken {
+                "an error"
+            } else {
+                "a syntax-error reply (the server may have sent two)"
+            };
+            log::debug!("[conn {}] closing after {why}", conn.id);
             drop(conn);
             self.pool.release_slot(self.purpose);
         } else {

@@ -34,10 +34,10 @@ pub fn open(mut pc: PooledConn, path: &str, offset: u64) -> RemoteResult<ReadStr
             let _ = pc.conn().ftp.resume_transfer(offset as usize);
         }
         log::debug!("[conn {id}] > {what}");
-        pc.conn()
-            .ftp
+        let conn = pc.conn();
+        conn.ftp
             .retr_as_stream(path)
-            .map_err(|e| reply::from_ftp(&what, e))
+            .map_err(|e| conn.error(&what, e))
     };
     let stream = match start(&mut pc, offset) {
         Ok(s) => s,
@@ -75,7 +75,7 @@ impl<T: TlsStream> FtpReadStream<T> {
             Ok(()) => Ok(()),
             Err(e) => {
                 self.failed = true;
-                let err = reply::from_ftp(&self.what, e);
+                let err = self.pc.conn().error(&self.what, e);
                 log::warn!("{}", err.message);
                 if err.kind.is_transient() || err.kind == ErrorKind::Protocol {
                     self.pc.mark_broken();

@@ -25,6 +25,7 @@ pub fn classify(code: u32, text: &str) -> ErrorKind {
         450 => ErrorKind::Connection,
         452 | 552 => ErrorKind::NoSpace,
         530 | 532 => ErrorKind::PermissionDenied,
+        500 | 501 if says(&["too long"]) => ErrorKind::NameTooLong,
         500 | 502 | 504 => ErrorKind::Unsupported,
         501 if says(&["not a directory"]) => ErrorKind::NotADirectory,
         501 => ErrorKind::InvalidName,
@@ -82,6 +83,15 @@ pub fn from_ftp(what: &str, err: FtpError) -> RemoteError {
         #[allow(unreachable_patterns)]
         other => RemoteError::new(ErrorKind::Protocol, format!("{what}: {other}")),
     }
+}
+
+/// Whether the reply behind `err` is a syntax error (500, 501). After one, a
+/// server may send a second reply for the same line: pyftpdlib answers a line
+/// over its 2048-byte limit with "500 Command too long." and then the rest of
+/// the line with another 500. Every later command would read the reply meant
+/// for the one before it, so such a connection is not reused.
+pub fn may_desync(err: &FtpError) -> bool {
+    matches!(err, FtpError::UnexpectedResponse(r) if matches!(r.status.code(), 500 | 501))
 }
 
 /// Converts a socket error into a [`RemoteError`].
@@ -147,6 +157,10 @@ mod tests {
             ErrorKind::PermissionDenied
         );
         assert_eq!(classify(554, "554 Invalid REST"), ErrorKind::Protocol);
+        assert_eq!(
+            classify(500, "500 Command too long."),
+            ErrorKind::NameTooLong
+        );
         assert_eq!(classify(299, "299 odd"), ErrorKind::Protocol);
     }
 
@@ -164,6 +178,21 @@ mod tests {
             proptest::prop_assert!(e.message.starts_with("CMD x"));
             proptest::prop_assert!(e.errno() > 0);
         }
+    }
+
+    #[test]
+    fn syntax_errors_may_desync_the_connection() {
+        let reply = |code: u32| {
+            FtpError::UnexpectedResponse(suppaftp::types::Response::new(
+                suppaftp::Status::from(code),
+                format!("{code} x").into_bytes(),
+            ))
+        };
+        assert!(may_desync(&reply(500)));
+        assert!(may_desync(&reply(501)));
+        assert!(!may_desync(&reply(550)));
+        assert!(!may_desync(&reply(502)));
+        assert!(!may_desync(&FtpError::BadResponse));
     }
 
     #[test]

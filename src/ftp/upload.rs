@@ -18,24 +18,24 @@ pub fn store(pc: &mut PooledConn, path: &str, data: &mut dyn Source) -> RemoteRe
         .map_err(|e| RemoteError::new(ErrorKind::Connection, format!("{what}: spool: {e}")))?;
     let id = pc.conn().id;
     log::debug!("[conn {id}] > {what}");
-    let mut stream = pc
-        .conn()
-        .ftp
-        .put_with_stream(path)
-        .map_err(|e| fail(pc, &what, reply::from_ftp(&what, e)))?;
+    let conn = pc.conn();
+    let mut stream = match conn.ftp.put_with_stream(path) {
+        Ok(s) => s,
+        Err(e) => {
+            let err = conn.error(&what, e);
+            return Err(fail(pc, &what, err));
+        }
+    };
     let sent = match io::copy(data, &mut stream) {
         Ok(n) => n,
         Err(e) => {
             // The server may have refused mid-way (552 on a full disk): its reply says why.
             let local = reply::from_io(&what, &e);
-            return Err(fail(
-                pc,
-                &what,
-                finish_reply(stream, &what).err().unwrap_or(local),
-            ));
+            let err = finish_reply(pc, stream, &what).err().unwrap_or(local);
+            return Err(fail(pc, &what, err));
         }
     };
-    finish_reply(stream, &what).map_err(|e| fail(pc, &what, e))?;
+    finish_reply(pc, stream, &what).map_err(|e| fail(pc, &what, e))?;
     verify_size(pc, path, sent).map_err(|e| fail(pc, &what, e))?;
     log::debug!("[conn {id}] stored {sent} bytes to {path}");
     Ok(sent)
@@ -57,14 +57,19 @@ fn verify_size(pc: &mut PooledConn, path: &str, sent: u64) -> RemoteResult<()> {
         )),
         // A server that lists SIZE but will not answer it here: nothing to compare.
         Err(e) => {
-            log::debug!("[conn {id}] SIZE {path} failed: {e}");
+            let err = pc.conn().error(&format!("SIZE {path}"), e);
+            log::debug!("[conn {id}] {}", err.message);
             Ok(())
         }
     }
 }
 
-fn finish_reply(stream: TransferStream<RustlsStream>, what: &str) -> RemoteResult<()> {
-    stream.finish().map_err(|e| reply::from_ftp(what, e))
+fn finish_reply(
+    pc: &mut PooledConn,
+    stream: TransferStream<RustlsStream>,
+    what: &str,
+) -> RemoteResult<()> {
+    stream.finish().map_err(|e| pc.conn().error(what, e))
 }
 
 fn fail(pc: &mut PooledConn, what: &str, e: RemoteError) -> RemoteError {
@@ -89,11 +94,14 @@ pub struct FtpUpload {
 pub fn open(mut pc: PooledConn, path: &str) -> RemoteResult<Box<dyn UploadStream>> {
     let what = format!("STOR {path}");
     log::debug!("[conn {}] > {what} (streaming)", pc.conn().id);
-    let stream = pc
-        .conn()
-        .ftp
-        .put_with_stream(path)
-        .map_err(|e| fail(&mut pc, &what, reply::from_ftp(&what, e)))?;
+    let conn = pc.conn();
+    let stream = match conn.ftp.put_with_stream(path) {
+        Ok(s) => s,
+        Err(e) => {
+            let err = conn.error(&what, e);
+            return Err(fail(&mut pc, &what, err));
+        }
+    };
     Ok(Box::new(FtpUpload {
         stream: Some(stream),
         pc,
@@ -129,7 +137,7 @@ impl UploadStream for FtpUpload {
             return Ok(());
         };
         let what = self.what.clone();
-        finish_reply(stream, &what).map_err(|e| fail(&mut self.pc, &what, e))?;
+        finish_reply(&mut self.pc, stream, &what).map_err(|e| fail(&mut self.pc, &what, e))?;
         let (path, sent) = (self.path.clone(), self.sent);
         verify_size(&mut self.pc, &path, sent).map_err(|e| fail(&mut self.pc, &what, e))
     }
