@@ -179,16 +179,17 @@ pub struct Conn {
     pub ftp: Ftp,
     pub id: u64,
     pub last_used: Instant,
-    /// A syntax-error reply was seen: the server may have sent two replies for
-    /// one line, so the connection is closed rather than reused.
+    /// A syntax-error reply to a long line was seen: the server may have sent two
+    /// replies for it, so the connection is closed rather than reused.
     pub suspect: bool,
 }
 
 impl Conn {
-    /// Maps a suppaftp error for `what`, and marks the connection suspect after a
-    /// reply that may be followed by a second one ([`reply::may_desync`]).
+    /// Maps a suppaftp error for the command line `what`, and marks the connection
+    /// suspect after a reply that may be followed by a second one
+    /// ([`reply::may_desync`]).
     pub fn error(&mut self, what: &str, err: FtpError) -> RemoteError {
-        if reply::may_desync(&err) {
+        if reply::may_desync(what, &err) {
             self.suspect = true;
         }
         reply::from_ftp(what, err)

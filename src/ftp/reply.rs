@@ -85,13 +85,20 @@ pub fn from_ftp(what: &str, err: FtpError) -> RemoteError {
     }
 }
 
-/// Whether the reply behind `err` is a syntax error (500, 501). After one, a
-/// server may send a second reply for the same line: pyftpdlib answers a line
-/// over its 2048-byte limit with "500 Command too long." and then the rest of
-/// the line with another 500. Every later command would read the reply meant
-/// for the one before it, so such a connection is not reused.
-pub fn may_desync(err: &FtpError) -> bool {
-    matches!(err, FtpError::UnexpectedResponse(r) if matches!(r.status.code(), 500 | 501))
+/// Command lines at least this long may be over a server's line limit
+/// (ProFTPD's default is 512 bytes, pyftpdlib's 2048).
+pub const LONG_LINE: usize = 256;
+
+/// Whether `err`, the answer to the command line `line`, may be one of two
+/// replies to it: a syntax error (500, 501) to a long line. pyftpdlib answers
+/// a line over its 2048-byte limit with "500 Command too long." and then the
+/// rest of the line with another 500. Every later command would read the reply
+/// meant for the one before it, so such a connection is not reused. A 500 to a
+/// short line (a probe such as `OPTS UTF8 ON` on a server without it) is a
+/// single reply and keeps the connection.
+pub fn may_desync(line: &str, err: &FtpError) -> bool {
+    line.len() >= LONG_LINE
+        && matches!(err, FtpError::UnexpectedResponse(r) if matches!(r.status.code(), 500 | 501))
 }
 
 /// Converts a socket error into a [`RemoteError`].
@@ -188,11 +195,14 @@ mod tests {
                 format!("{code} x").into_bytes(),
             ))
         };
-        assert!(may_desync(&reply(500)));
-        assert!(may_desync(&reply(501)));
-        assert!(!may_desync(&reply(550)));
-        assert!(!may_desync(&reply(502)));
-        assert!(!may_desync(&FtpError::BadResponse));
+        let long = format!("MKD /{}", "d".repeat(LONG_LINE));
+        assert!(may_desync(&long, &reply(500)));
+        assert!(may_desync(&long, &reply(501)));
+        assert!(!may_desync(&long, &reply(550)));
+        assert!(!may_desync(&long, &reply(502)));
+        // A probe refused with 500 is one reply: the connection stays in use.
+        assert!(!may_desync("OPTS UTF8 ON", &reply(500)));
+        assert!(!may_desync(&long, &FtpError::BadResponse));
     }
 
     #[test]
