@@ -60,15 +60,20 @@ fn start_status(
     shared: bool,
     display: &str,
     tls: ftp::tls::TlsMode,
+    encoding: ftp::names::NameEncoding,
     remote: &Arc<FtpRemote>,
     filesystem: &Arc<fs::FtpFs>,
 ) -> Option<status::StatusServer> {
-    let security = match tls {
+    let mut security = match tls {
         ftp::tls::TlsMode::Off => "plain FTP, not encrypted",
         ftp::tls::TlsMode::Try => "TLS when the server offers it (tls=try)",
         ftp::tls::TlsMode::Explicit => "TLS, explicit (AUTH TLS)",
         ftp::tls::TlsMode::Implicit => "TLS, implicit (ftps://)",
-    };
+    }
+    .to_string();
+    if !encoding.is_utf8() {
+        security.push_str(&format!("; names in {}", encoding.name()));
+    }
     let (mnt, server) = (mountpoint.to_path_buf(), display.to_string());
     let (remote, filesystem) = (Arc::clone(remote), Arc::clone(filesystem));
     let started = std::time::Instant::now();
@@ -80,7 +85,7 @@ fn start_status(
             pid: std::process::id(),
             uptime: started.elapsed(),
             server: server.clone(),
-            security: security.to_string(),
+            security: security.clone(),
             features: remote.features().summary(),
             pool: status::PoolView {
                 open: pool.open,
@@ -210,6 +215,7 @@ fn run(args: Args) -> Result<(), String> {
         opts.allow_other,
         &display,
         tls_opts.mode,
+        opts.encoding,
         &remote,
         &filesystem,
     );

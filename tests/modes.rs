@@ -46,7 +46,13 @@ fn pasv_ip_workaround_works(s: FtpServer) {
 /// any codepage) with `-o encoding=LABEL`: `server` (bytes on the server) reads
 /// as `local`, `written` (a new local name) lands as `written_bytes`, and a
 /// name the codepage cannot hold is refused with EINVAL, never mangled.
-fn names_in_codepage(label: &str, server: &[u8], local: &str, written: &str, written_bytes: &[u8]) {
+fn names_in_codepage(
+    (label, canonical): (&str, &str),
+    server: &[u8],
+    local: &str,
+    written: &str,
+    written_bytes: &[u8],
+) {
     let s = FtpServer::vsftpd();
     fs::write(s.root.join(std::ffi::OsStr::from_bytes(server)), b"legacy").unwrap();
     s.fix_ownership();
@@ -86,6 +92,17 @@ fn names_in_codepage(label: &str, server: &[u8], local: &str, written: &str, wri
         names.iter().all(|n| n == server || n == written_bytes),
         "{label}: a mangled name reached the server: {names:?}"
     );
+    // `ftpfs status` says which character set the names are in.
+    let out = std::process::Command::new(support::ftpfs_bin())
+        .arg("status")
+        .arg(&m.dir)
+        .output()
+        .expect("ftpfs status");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains(&format!("names in {canonical}")),
+        "{label}: status:\n{report}"
+    );
     // Names are not UTF-8 here: ftpfs must not ask the server to switch to it.
     assert!(
         !m.log().contains("OPTS UTF8 ON"),
@@ -96,13 +113,19 @@ fn names_in_codepage(label: &str, server: &[u8], local: &str, written: &str, wri
 
 #[test]
 fn latin1_names_are_translated_both_ways() {
-    names_in_codepage("latin1", b"caf\xe9.txt", "café.txt", "né.txt", b"n\xe9.txt");
+    names_in_codepage(
+        ("latin1", "ISO-8859-1"),
+        b"caf\xe9.txt",
+        "café.txt",
+        "né.txt",
+        b"n\xe9.txt",
+    );
 }
 
 #[test]
 fn windows_1251_names_are_translated_both_ways() {
     names_in_codepage(
-        "cp1251",
+        ("cp1251", "windows-1251"),
         b"\xcf\xf0\xe8\xe2\xe5\xf2.txt",
         "Привет.txt",
         "мир.txt",
@@ -113,7 +136,7 @@ fn windows_1251_names_are_translated_both_ways() {
 #[test]
 fn shift_jis_names_are_translated_both_ways() {
     names_in_codepage(
-        "shift_jis",
+        ("shift_jis", "Shift_JIS"),
         b"\x93\xfa\x96\x7b.txt",
         "日本.txt",
         "語.txt",
