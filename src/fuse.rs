@@ -109,8 +109,10 @@ impl Filesystem for FuseAdapter {
             InitFlags::FUSE_DO_READDIRPLUS,
             // lookups in one directory run in parallel
             InitFlags::FUSE_PARALLEL_DIROPS,
-            // O_TRUNC arrives with open instead of as a separate truncate
-            InitFlags::FUSE_ATOMIC_O_TRUNC,
+            // Not FUSE_ATOMIC_O_TRUNC: with it the file is truncated inside open,
+            // before the kernel checks that it may be written at all (a running
+            // executable gives ETXTBSY only after the truncate). Without it the
+            // kernel checks first and then sends the truncate as a setattr.
             InitFlags::FUSE_CACHE_SYMLINKS,
         ] {
             if let Err(missing) = config.add_capabilities(flag) {
@@ -272,10 +274,15 @@ impl Filesystem for FuseAdapter {
             uid,
             gid,
             size,
-            mtime: mtime.map(|t| match t {
-                TimeOrNow::SpecificTime(t) => t,
-                TimeOrNow::Now => SystemTime::now(),
-            }),
+            mtime: match (mtime, size) {
+                // The "now" of a truncate (O_TRUNC, ftruncate) is the content change
+                // itself, which the upload records: no separate time to store.
+                (Some(TimeOrNow::Now), Some(_)) => None,
+                (t, _) => t.map(|t| match t {
+                    TimeOrNow::SpecificTime(t) => t,
+                    TimeOrNow::Now => SystemTime::now(),
+                }),
+            },
         };
         match run("setattr", || self.fs.setattr(ino.0, &set)) {
             Ok(a) => reply.attr(&self.fs.ttl(), &file_attr(&a)),
