@@ -274,14 +274,13 @@ impl Filesystem for FuseAdapter {
             uid,
             gid,
             size,
-            mtime: match (mtime, size) {
+            mtime: match mtime {
                 // The "now" of a truncate (O_TRUNC, ftruncate) is the content change
                 // itself, which the upload records: no separate time to store.
-                (Some(TimeOrNow::Now), Some(_)) => None,
-                (t, _) => t.map(|t| match t {
-                    TimeOrNow::SpecificTime(t) => t,
-                    TimeOrNow::Now => SystemTime::now(),
-                }),
+                Some(TimeOrNow::Now) if size.is_some() => None,
+                Some(TimeOrNow::Now) => Some(SystemTime::now()),
+                Some(TimeOrNow::SpecificTime(t)) => Some(t),
+                None => None,
             },
         };
         match run("setattr", || self.fs.setattr(ino.0, &set)) {

@@ -3,7 +3,6 @@
 //! encoding_rs knows (windows-1251, shift_jis, gbk, koi8-r...). suppaftp
 //! applies it to every command sent and to every listing line received.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::io;
 
@@ -106,10 +105,7 @@ impl suppaftp::Encoding for NameEncoding {
                 if unmappable {
                     return Err(unwritable(text, e.name()));
                 }
-                Ok(match bytes {
-                    Cow::Borrowed(b) => b.to_vec(),
-                    Cow::Owned(b) => b,
-                })
+                Ok(bytes.into_owned())
             }
         }
     }

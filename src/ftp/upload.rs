@@ -18,14 +18,7 @@ pub fn store(pc: &mut PooledConn, path: &str, data: &mut dyn Source) -> RemoteRe
         .map_err(|e| RemoteError::new(ErrorKind::Connection, format!("{what}: spool: {e}")))?;
     let id = pc.conn().id;
     log::debug!("[conn {id}] > {what}");
-    let conn = pc.conn();
-    let mut stream = match conn.ftp.put_with_stream(path) {
-        Ok(s) => s,
-        Err(e) => {
-            let err = conn.error(&what, e);
-            return Err(fail(pc, &what, err));
-        }
-    };
+    let mut stream = start_stor(pc, path, &what)?;
     let sent = match io::copy(data, &mut stream) {
         Ok(n) => n,
         Err(e) => {
@@ -64,6 +57,22 @@ fn verify_size(pc: &mut PooledConn, path: &str, sent: u64) -> RemoteResult<()> {
     }
 }
 
+/// Sends STOR for `path` (`what` is the command line) and opens its data connection.
+fn start_stor(
+    pc: &mut PooledConn,
+    path: &str,
+    what: &str,
+) -> RemoteResult<TransferStream<RustlsStream>> {
+    let conn = pc.conn();
+    match conn.ftp.put_with_stream(path) {
+        Ok(s) => Ok(s),
+        Err(e) => {
+            let err = conn.error(what, e);
+            Err(fail(pc, what, err))
+        }
+    }
+}
+
 fn finish_reply(
     pc: &mut PooledConn,
     stream: TransferStream<RustlsStream>,
@@ -94,14 +103,7 @@ pub struct FtpUpload {
 pub fn open(mut pc: PooledConn, path: &str) -> RemoteResult<Box<dyn UploadStream>> {
     let what = format!("STOR {path}");
     log::debug!("[conn {}] > {what} (streaming)", pc.conn().id);
-    let conn = pc.conn();
-    let stream = match conn.ftp.put_with_stream(path) {
-        Ok(s) => s,
-        Err(e) => {
-            let err = conn.error(&what, e);
-            return Err(fail(&mut pc, &what, err));
-        }
-    };
+    let stream = start_stor(&mut pc, path, &what)?;
     Ok(Box::new(FtpUpload {
         stream: Some(stream),
         pc,
