@@ -13,6 +13,7 @@ pub mod fuse;
 pub mod logging;
 pub mod reference;
 pub mod remote;
+pub mod retry;
 pub mod stats;
 pub mod status;
 pub mod sync;

@@ -187,9 +187,9 @@ fn run(args: Args) -> Result<(), String> {
         read_only: opts.read_only,
         spool_dir: daemon::spool_dir(opts.cache_dir.as_deref())?,
         upload_mode: if opts.direct_upload {
-            fs::writer::UploadMode::Direct
+            fs::lifecycle::UploadMode::Direct
         } else {
-            fs::writer::UploadMode::Atomic
+            fs::lifecycle::UploadMode::Atomic
         },
         ..fs::FsConfig::default()
     };

@@ -169,7 +169,21 @@ pub trait Remote: Send + Sync {
 
     /// Sets the permission bits; `Unsupported` when the server cannot.
     fn chmod(&self, path: &str, mode: u32) -> RemoteResult<()>;
+
+    /// Whether a transfer has been waiting a while for a connection: a long
+    /// streaming upload should then give its connection up.
+    fn transfer_contended(&self) -> bool {
+        false
+    }
+
+    /// Sets what to call when a transfer starts waiting for a connection, so that
+    /// the filesystem can give up idle streams that hold one.
+    fn on_contention(&self, _hook: ContentionHook) {}
 }
+
+/// Called (on the waiting thread, with no lock held) when transfers wait for a
+/// connection.
+pub type ContentionHook = Box<dyn Fn() + Send + Sync>;
 
 /// Checks a single path component, from the server or from the user.
 ///

@@ -173,7 +173,7 @@ impl MetaCache {
             dir,
             flight: &flight,
         };
-        let result = fetch().map(|entries| Arc::new(Listing::new(entries)));
+        let mut result = fetch().map(|entries| Arc::new(Listing::new(entries)));
         std::mem::forget(guard);
         {
             let mut inner = self.lock();
@@ -181,8 +181,12 @@ impl MetaCache {
             let raced = inner.changed_in_flight.remove(dir);
             if let Ok(l) = &result {
                 if raced {
-                    // Serve it to the waiting callers, but list again next time.
+                    // The answer predates our change: list again next time, and
+                    // serve the cached listing, which has the change, if there is one.
                     log::debug!("listing of {dir} raced with a change; not caching it");
+                    if let Some(c) = inner.dirs.get(dir) {
+                        result = Ok(Arc::clone(&c.listing));
+                    }
                 } else {
                     self.insert_locked(&mut inner, dir, Arc::clone(l));
                 }
@@ -447,6 +451,22 @@ mod tests {
             "the fetched listing predates the change"
         );
         assert!(c.fresh("/d").is_none(), "so it is not trusted afterwards");
+    }
+
+    #[test]
+    fn a_raced_fetch_serves_the_cached_listing_with_our_change() {
+        let c = MetaCache::new(Duration::from_millis(1), 1000);
+        c.listing("/d", || Ok(vec![Entry::new("f", EntryKind::File, 1)]))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        let l = c
+            .listing("/d", || {
+                // our upload grows f while the server's older answer is on its way
+                c.update("/d", |l| l.upsert(Entry::new("f", EntryKind::File, 2)));
+                Ok(vec![Entry::new("f", EntryKind::File, 1)])
+            })
+            .unwrap();
+        assert_eq!(l.get("f").map(|e| e.size), Some(2), "never the stale size");
     }
 
     #[test]

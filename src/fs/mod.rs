@@ -1,19 +1,25 @@
 //! The filesystem logic: FUSE-shaped operations (lookup, readdir, read...) over a
 //! [`Remote`], with no FUSE types and no FTP types, so it is testable in memory.
 
+mod background;
 pub mod inodes;
+pub mod lifecycle;
+#[cfg(test)]
+mod lifecycle_tests;
 #[cfg(test)]
 pub mod memory;
 pub mod meta;
 mod namespace;
 mod prefetch;
 pub mod reader;
+mod spool;
+mod streaming;
 #[cfg(test)]
 mod tests;
 mod write_ops;
 #[cfg(test)]
 mod write_tests;
-pub mod writer;
+mod writeback;
 
 pub use namespace::RenameMode;
 pub use write_ops::SetAttr;
@@ -26,9 +32,9 @@ use std::time::{Duration, SystemTime};
 
 use crate::remote::{Entry, EntryKind, ErrorKind, Remote, RemoteError};
 use inodes::{InodeTable, ROOT};
+use lifecycle::{Content, FileSlot, UploadMode, TEMP_PREFIX};
 use meta::{split_path, Listing, MetaCache};
 use reader::{BlockCache, FileKey, Reader};
-use writer::{UploadMode, WriteState, TEMP_PREFIX};
 
 /// An errno value to hand back to the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,8 +152,6 @@ enum Handle {
     },
 }
 
-type Shared<T> = Arc<Mutex<T>>;
-
 pub struct FtpFs {
     remote: Arc<dyn Remote>,
     cfg: FsConfig,
@@ -159,8 +163,9 @@ pub struct FtpFs {
     /// Size and mtime at the last open, per inode, to decide FOPEN_KEEP_CACHE.
     opened_versions: Mutex<HashMap<u64, FileKey>>,
     mounted_at: SystemTime,
-    /// Files with local changes or open for writing, by inode.
-    writes: Mutex<HashMap<u64, Shared<WriteState>>>,
+    /// The shared write-back state of files with local changes or open for
+    /// writing, by inode (see `lifecycle` for the states and the lock order).
+    files: Mutex<HashMap<u64, Arc<FileSlot>>>,
     /// Modification times we set, by inode, with the server's time when we set them:
     /// LIST shows only minutes, and some servers cannot store times at all.
     local_mtimes: Mutex<HashMap<u64, (SystemTime, Option<SystemTime>)>>,
@@ -191,7 +196,7 @@ impl FtpFs {
             next_fh: AtomicU64::new(1),
             opened_versions: Mutex::new(HashMap::new()),
             mounted_at: SystemTime::now(),
-            writes: Mutex::new(HashMap::new()),
+            files: Mutex::new(HashMap::new()),
             local_mtimes: Mutex::new(HashMap::new()),
             background: Arc::new((Mutex::new(HashMap::new()), Condvar::new())),
             me: Weak::new(),
@@ -202,10 +207,17 @@ impl FtpFs {
 
     /// Like [`new`](Self::new), shared, so that uploads can be retried in the background.
     pub fn new_shared(remote: Arc<dyn Remote>, cfg: FsConfig) -> Arc<Self> {
-        Arc::new_cyclic(|me| FtpFs {
+        let fs = Arc::new_cyclic(|me| FtpFs {
             me: me.clone(),
             ..FtpFs::new(remote, cfg)
-        })
+        });
+        let me = Arc::downgrade(&fs);
+        fs.remote.on_contention(Box::new(move || {
+            if let Some(fs) = me.upgrade() {
+                fs.yield_idle_streams();
+            }
+        }));
+        fs
     }
 
     /// Lists the root once, so that the first lookups after mounting cost nothing.
@@ -250,39 +262,36 @@ impl FtpFs {
                 a.mtime = *t;
             }
         }
-        if let Some(ws) = self.write_state(ino) {
-            let ws = lock(&ws);
-            if ws.filled || ws.dirty {
-                a.size = ws.size;
-                if ws.dirty {
+        if let Some(slot) = self.slot(ino) {
+            // The mount's own truth while it has one: also while an upload runs.
+            let st = slot.lock();
+            if st.content == Content::Local || st.phase.is_dirty() {
+                a.size = st.size;
+                if st.phase.is_dirty() {
                     // Whole seconds, as the server will store them.
-                    a.mtime = write_ops::whole_seconds(ws.pending_mtime.unwrap_or(ws.modified));
+                    a.mtime = writeback::whole_seconds(st.pending_mtime.unwrap_or(st.modified));
                 }
             }
         }
         a
     }
 
-    fn write_state(&self, ino: u64) -> Option<Shared<WriteState>> {
-        lock(&self.writes).get(&ino).cloned()
-    }
-
     /// A file created here and not uploaded yet, looked up by name.
     fn unsaved_entry(&self, parent: u64, name: &str) -> Option<(u64, Entry)> {
         let ino = lock(&self.inodes).get(parent, name)?;
-        let ws = self.write_state(ino)?;
-        let ws = lock(&ws);
-        (!ws.exists_remotely && !ws.unlinked).then(|| {
-            let mut e = Entry::new(name, EntryKind::File, ws.size);
-            e.mtime = Some(ws.modified);
-            e.mode = ws.pending_mode;
+        let slot = self.slot(ino)?;
+        let st = slot.lock();
+        (!st.exists_remotely && st.phase != lifecycle::Phase::Unlinked).then(|| {
+            let mut e = Entry::new(name, EntryKind::File, st.size);
+            e.mtime = Some(st.modified);
+            e.mode = st.pending_mode;
             (ino, e)
         })
     }
 
     /// Files created in directory `dir` that are not uploaded yet.
     fn unsaved_in(&self, dir: u64) -> Vec<(u64, Entry)> {
-        let inos: Vec<u64> = lock(&self.writes).keys().copied().collect();
+        let inos: Vec<u64> = lock(&self.files).keys().copied().collect();
         let names: Vec<(u64, String)> = {
             let inodes = lock(&self.inodes);
             inos.into_iter()

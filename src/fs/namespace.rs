@@ -49,7 +49,7 @@ impl FtpFs {
         let path = child_path(&dir, name);
         self.remote.mkdir(&path)?;
         let mut e = Entry::new(name, EntryKind::Dir, 0);
-        e.mtime = Some(super::write_ops::whole_seconds(std::time::SystemTime::now()));
+        e.mtime = Some(super::writeback::whole_seconds(std::time::SystemTime::now()));
         let mode = mode & 0o7777;
         if mode != DEFAULT_DIR_MODE {
             match self.remote.chmod(&path, mode) {
@@ -117,13 +117,20 @@ impl FtpFs {
         let path = child_path(&dir, name);
         let ino = lock(&self.inodes).get(parent, name);
         let mut on_server = true;
-        if let Some(ws) = ino.and_then(|i| self.write_state(i)) {
-            let mut ws = lock(&ws);
-            on_server = ws.exists_remotely;
+        if let Some(slot) = ino.and_then(|i| self.slot(i)) {
             // Still-open handles keep their data, but it is never uploaded again.
-            ws.unlinked = true;
-            ws.dirty = false;
-            ws.abandon_upload(&*self.remote);
+            let stream = lock(&slot.stream).take();
+            let mut leftovers = {
+                let mut st = slot.lock();
+                on_server = st.exists_remotely;
+                st.phase = super::lifecycle::Phase::Unlinked;
+                slot.notify();
+                std::mem::take(&mut st.orphans)
+            };
+            leftovers.extend(stream.map(super::streaming::Streaming::abandon));
+            for temp in leftovers.iter().filter(|t| **t != path || !on_server) {
+                let _ = self.remote.remove_file(temp);
+            }
         }
         if on_server {
             self.remote.remove_file(&path)?;

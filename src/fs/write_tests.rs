@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::lifecycle::TEMP_PREFIX;
 use super::memory::MemoryRemote;
-use super::writer::TEMP_PREFIX;
 use super::*;
 
 struct Fixture {
@@ -199,7 +199,7 @@ fn direct_upload_writes_in_place() {
     let spool = tempfile::tempdir().unwrap();
     let cfg = FsConfig {
         spool_dir: spool.path().to_path_buf(),
-        upload_mode: writer::UploadMode::Direct,
+        upload_mode: lifecycle::UploadMode::Direct,
         ..FsConfig::default()
     };
     let fs = FtpFs::new(Arc::clone(&r) as Arc<dyn Remote>, cfg);

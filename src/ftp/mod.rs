@@ -15,13 +15,12 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::remote::{
-    Entry, ErrorKind, ReadStream, Remote, RemoteError, RemoteResult, Source, UploadStream,
+    ContentionHook, Entry, ErrorKind, ReadStream, Remote, RemoteError, RemoteResult, Source,
+    UploadStream,
 };
+use crate::retry;
 use conn::{ConnConfig, Features};
 use pool::{Pool, PooledConn, Purpose};
-
-/// How many times an idempotent command is tried on fresh connections.
-const ATTEMPTS: usize = 2;
 
 /// A [`Remote`] over a pool of FTP connections, rooted at a remote directory.
 pub struct FtpRemote {
@@ -94,11 +93,11 @@ impl FtpRemote {
         mut op: impl FnMut(&mut PooledConn) -> RemoteResult<T>,
     ) -> RemoteResult<T> {
         let mut last = None;
-        for attempt in 0..ATTEMPTS {
+        for attempt in 0..retry::COMMAND_ATTEMPTS {
             let mut pc = self.pool.get(Purpose::Command)?;
             match op(&mut pc) {
                 Ok(v) => return Ok(v),
-                Err(e) if e.kind.is_transient() => {
+                Err(e) if retry::worth_retrying(e.kind) => {
                     pc.mark_broken();
                     drop(pc);
                     self.pool.discard_idle();
@@ -187,11 +186,11 @@ impl Remote for FtpRemote {
     fn open_read(&self, path: &str, offset: u64) -> RemoteResult<ReadStream> {
         let full = self.full_path(path);
         let mut last = None;
-        for _ in 0..ATTEMPTS {
+        for _ in 0..retry::COMMAND_ATTEMPTS {
             let pc = self.pool.get(Purpose::Transfer)?;
             match read_stream::open(pc, &full, offset) {
                 Ok(s) => return Ok(s),
-                Err(e) if e.kind.is_transient() => {
+                Err(e) if retry::worth_retrying(e.kind) => {
                     self.pool.discard_idle();
                     last = Some(e)
                 }
@@ -201,22 +200,17 @@ impl Remote for FtpRemote {
         Err(last.unwrap_or_else(|| RemoteError::new(ErrorKind::Connection, "no attempt made")))
     }
 
+    /// One STOR: whether and when an upload is tried again is the filesystem's
+    /// call (see `retry`), so tries never multiply across layers.
     fn store(&self, path: &str, data: &mut dyn Source) -> RemoteResult<u64> {
         let full = self.full_path(path);
-        let mut last = None;
-        for _ in 0..ATTEMPTS {
-            let mut pc = self.pool.get(Purpose::Transfer)?;
-            match upload::store(&mut pc, &full, data) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind.is_transient() => {
-                    drop(pc);
-                    self.pool.discard_idle();
-                    last = Some(e)
-                }
-                Err(e) => return Err(e),
-            }
+        let mut pc = self.pool.get(Purpose::Transfer)?;
+        let r = upload::store(&mut pc, &full, data);
+        if r.as_ref().is_err_and(|e| e.kind.is_transient()) {
+            drop(pc);
+            self.pool.discard_idle();
         }
-        Err(last.unwrap_or_else(|| RemoteError::new(ErrorKind::Connection, "no attempt made")))
+        r
     }
 
     fn open_upload(&self, path: &str) -> RemoteResult<Box<dyn UploadStream>> {
@@ -298,6 +292,14 @@ impl Remote for FtpRemote {
             }
             other => other.map(|_| ()),
         }
+    }
+
+    fn transfer_contended(&self) -> bool {
+        self.pool.transfer_contended()
+    }
+
+    fn on_contention(&self, hook: ContentionHook) {
+        self.pool.set_contention_hook(hook);
     }
 }
 

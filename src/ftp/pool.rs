@@ -3,6 +3,13 @@
 //! Callers check a connection out, use it, and the guard puts it back when dropped,
 //! unless it was marked broken. Idle connections are checked with NOOP before reuse,
 //! and transfers may take all but one connection, so listings never starve behind reads.
+//!
+//! Fairness: a transfer that has waited [`CONTENTION_AFTER`] for a connection makes
+//! the pool *contended*: streaming uploads see it at their next write and give their
+//! connection up, and the contention hook asks idle ones to do the same. A wait
+//! times out only when no connection has moved data or come back for a whole
+//! timeout, so a long transfer on a one-connection server delays others, never
+//! fails them.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
@@ -11,7 +18,7 @@ use std::time::{Duration, Instant};
 use suppaftp::Mode;
 
 use super::conn::{Conn, ConnConfig, Features};
-use crate::remote::{ErrorKind, RemoteError, RemoteResult};
+use crate::remote::{ContentionHook, ErrorKind, RemoteError, RemoteResult};
 
 /// After this long unused, a pooled connection is checked with NOOP before reuse.
 const VALIDATE_AFTER: Duration = Duration::from_secs(15);
@@ -20,6 +27,10 @@ const KEEPALIVE_EVERY: Duration = Duration::from_secs(30);
 /// Idle longer than this, one connection is kept alive with NOOP and the rest closed,
 /// well before servers' usual idle timeouts (300 s for vsftpd and pyftpdlib).
 const IDLE_LIMIT: Duration = Duration::from_secs(60);
+/// A transfer waiting this long for a connection makes the pool contended.
+pub const CONTENTION_AFTER: Duration = Duration::from_millis(200);
+/// How often a contended waiter calls the contention hook again.
+const HOOK_EVERY: Duration = Duration::from_millis(500);
 
 /// What a connection is wanted for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +48,8 @@ struct State {
     total: usize,
     /// Checked-out connections used for transfers.
     transfers: usize,
+    /// Since when each transfer waiting for a connection has waited, by ticket.
+    waiting: Vec<(u64, Instant)>,
 }
 
 /// Connection counts, as `ftpfs status` shows them.
@@ -64,6 +77,10 @@ pub struct Pool {
     /// Cleared when the server refuses EPSV; PASV is used from then on.
     epsv: AtomicBool,
     next_id: AtomicU64,
+    /// When a connection last moved data or came back (ms since `born`).
+    last_progress: AtomicU64,
+    born: Instant,
+    hook: Mutex<Option<Arc<ContentionHook>>>,
 }
 
 impl Pool {
@@ -77,6 +94,9 @@ impl Pool {
             features: OnceLock::new(),
             epsv: AtomicBool::new(true),
             next_id: AtomicU64::new(1),
+            last_progress: AtomicU64::new(0),
+            born: Instant::now(),
+            hook: Mutex::new(None),
         })
     }
 
@@ -178,12 +198,44 @@ impl Pool {
         crate::sync::lock(&self.state)
     }
 
-    /// Checks out a connection, opening one if the pool has room, or waiting
-    /// (up to the I/O timeout) for one to be returned.
+    /// A connection moved data or came back: waiters are not stuck.
+    pub fn progress(&self) {
+        let ms = self.born.elapsed().as_millis() as u64;
+        self.last_progress.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    fn last_progress(&self) -> Instant {
+        self.born + Duration::from_millis(self.last_progress.load(Ordering::Relaxed))
+    }
+
+    /// Whether a transfer has waited [`CONTENTION_AFTER`] or longer for a connection.
+    pub fn transfer_contended(&self) -> bool {
+        self.lock()
+            .waiting
+            .iter()
+            .any(|(_, since)| since.elapsed() >= CONTENTION_AFTER)
+    }
+
+    /// What to call when transfers wait: it gives idle streams' connections back.
+    pub fn set_contention_hook(&self, hook: ContentionHook) {
+        *crate::sync::lock(&self.hook) = Some(Arc::new(hook));
+    }
+
+    fn call_hook(&self) {
+        let hook = crate::sync::lock(&self.hook).clone();
+        if let Some(h) = hook {
+            h();
+        }
+    }
+
+    /// Checks out a connection, opening one if the pool has room, or waiting for
+    /// one to be returned (up to the I/O timeout without any progress in the pool).
     pub fn get(self: &Arc<Self>, purpose: Purpose) -> RemoteResult<PooledConn> {
-        let deadline = Instant::now() + self.cfg.timeout;
+        let ticket = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let mut hooked: Option<Instant> = None;
         let mut st = self.lock();
-        loop {
+        let result = loop {
             let limit = self.limit();
             let transfer_cap = if limit > 1 { limit - 1 } else { 1 };
             let may_transfer = purpose == Purpose::Command || st.transfers < transfer_cap;
@@ -203,7 +255,7 @@ impl Pool {
                         st = s;
                         continue;
                     }
-                    return Ok(self.wrap(conn, purpose));
+                    break Ok(self.wrap(conn, purpose));
                 }
                 if st.total < limit {
                     st.total += 1;
@@ -212,15 +264,15 @@ impl Pool {
                     }
                     drop(st);
                     match self.open() {
-                        Ok(conn) => return Ok(self.wrap(conn, purpose)),
+                        Ok(conn) => break Ok(self.wrap(conn, purpose)),
                         Err(e) => {
                             self.release_slot(purpose);
                             if !too_many_connections(&e) {
-                                return Err(e);
+                                break Err(e);
                             }
                             let others = self.lock().total;
                             if others == 0 {
-                                return Err(e);
+                                break Err(e);
                             }
                             // The server allows only as many as we have: use that many and wait.
                             self.limit.store(others, Ordering::Relaxed);
@@ -236,14 +288,33 @@ impl Pool {
                 }
             }
             let now = Instant::now();
+            let deadline = started.max(self.last_progress()) + self.cfg.timeout;
             if now >= deadline {
-                return Err(RemoteError::new(
+                drop(st);
+                break Err(RemoteError::new(
                     ErrorKind::Timeout,
                     "timed out waiting for a free FTP connection",
                 ));
             }
-            st = crate::sync::wait(&self.freed, st, deadline - now);
-        }
+            if purpose == Purpose::Transfer {
+                if !st.waiting.iter().any(|(t, _)| *t == ticket) {
+                    st.waiting.push((ticket, now));
+                }
+                let due = now.duration_since(started) >= CONTENTION_AFTER
+                    && hooked.is_none_or(|h| now.duration_since(h) >= HOOK_EVERY);
+                if due {
+                    hooked = Some(now);
+                    drop(st);
+                    self.call_hook();
+                    st = self.lock();
+                    continue;
+                }
+            }
+            let step = (deadline - now).min(HOOK_EVERY).min(CONTENTION_AFTER);
+            st = crate::sync::wait(&self.freed, st, step);
+        };
+        self.lock().waiting.retain(|(t, _)| *t != ticket);
+        result
     }
 
     fn open(&self) -> RemoteResult<Conn> {
@@ -285,6 +356,7 @@ impl Pool {
     }
 
     fn release_slot(&self, purpose: Purpose) {
+        self.progress();
         let mut st = self.lock();
         st.total -= 1;
         if purpose == Purpose::Transfer {
@@ -295,6 +367,7 @@ impl Pool {
     }
 
     fn put_back(&self, mut conn: Conn, purpose: Purpose) {
+        self.progress();
         conn.last_used = Instant::now();
         let mut st = self.lock();
         st.idle.push(conn);

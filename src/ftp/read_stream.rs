@@ -99,6 +99,7 @@ impl<T: TlsStream> FtpReadStream<T> {
             Ok(0) => self.finish().map(|_| 0),
             Ok(n) => {
                 crate::stats::STATS.downloaded(n as u64);
+                self.pc.pool().progress();
                 Ok(n)
             }
             Err(e) => {

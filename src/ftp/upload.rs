@@ -19,7 +19,7 @@ pub fn store(pc: &mut PooledConn, path: &str, data: &mut dyn Source) -> RemoteRe
     let id = pc.conn().id;
     log::debug!("[conn {id}] > {what}");
     let mut stream = start_stor(pc, path, &what)?;
-    let sent = match io::copy(data, &mut stream) {
+    let sent = match copy_with_progress(data, &mut stream, pc.pool()) {
         Ok(n) => n,
         Err(e) => {
             // The server may have refused mid-way (552 on a full disk): its reply says why.
@@ -32,6 +32,27 @@ pub fn store(pc: &mut PooledConn, path: &str, data: &mut dyn Source) -> RemoteRe
     verify_size(pc, path, sent).map_err(|e| fail(pc, &what, e))?;
     log::debug!("[conn {id}] stored {sent} bytes to {path}");
     Ok(sent)
+}
+
+/// Copies the source into the data connection, telling the pool that data moves.
+fn copy_with_progress(
+    data: &mut dyn Source,
+    out: &mut impl Write,
+    pool: &super::pool::Pool,
+) -> io::Result<u64> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0;
+    loop {
+        let n = match data.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        out.write_all(&buf[..n])?;
+        total += n as u64;
+        pool.progress();
+    }
 }
 
 /// Checks with SIZE (where the server has it) that the server holds every byte
@@ -119,6 +140,7 @@ impl Write for FtpUpload {
             Some(s) => {
                 let n = s.write(buf)?;
                 self.sent += n as u64;
+                self.pc.pool().progress();
                 Ok(n)
             }
             None => Err(io::Error::other("upload already finished")),
