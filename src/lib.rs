@@ -5,6 +5,7 @@
 
 pub mod argv;
 pub mod cli;
+pub mod copy;
 pub mod credentials;
 pub mod daemon;
 pub mod fs;

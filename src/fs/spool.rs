@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use tempfile::NamedTempFile;
 
+use crate::copy::CopyError;
 use crate::remote::{ErrorKind, RemoteError, RemoteResult};
 
 /// A spool I/O error as a remote error: a full local disk is ENOSPC, as it would be
@@ -83,23 +84,10 @@ impl Spool {
         let mut f = self.file();
         f.set_len(0).map_err(|e| io_err("spool", e))?;
         f.seek(SeekFrom::Start(0)).map_err(|e| io_err("spool", e))?;
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut total = 0;
-        loop {
-            let n = match src.read(&mut buf) {
-                Ok(0) => return Ok(total),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(RemoteError::new(
-                        ErrorKind::Connection,
-                        format!("{what}: {e}"),
-                    ))
-                }
-            };
-            f.write_all(&buf[..n]).map_err(|e| io_err("spool", e))?;
-            total += n as u64;
-        }
+        crate::copy::copy_chunks(src, |chunk| f.write_all(chunk)).map_err(|e| match e {
+            CopyError::Read(e) => RemoteError::new(ErrorKind::Connection, format!("{what}: {e}")),
+            CopyError::Write(e) => io_err("spool", e),
+        })
     }
 
     /// A private copy of the first `len` bytes (a snapshot for an upload of a file

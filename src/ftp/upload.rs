@@ -40,19 +40,12 @@ fn copy_with_progress(
     out: &mut impl Write,
     pool: &super::pool::Pool,
 ) -> io::Result<u64> {
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut total = 0;
-    loop {
-        let n = match data.read(&mut buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        out.write_all(&buf[..n])?;
-        total += n as u64;
+    let copied = crate::copy::copy_chunks(data, |chunk| {
+        out.write_all(chunk)?;
         pool.progress();
-    }
+        Ok(())
+    });
+    copied.map_err(|(crate::copy::CopyError::Read(e) | crate::copy::CopyError::Write(e))| e)
 }
 
 /// Checks with SIZE (where the server has it) that the server holds every byte
