@@ -6,6 +6,7 @@ Usage:
                  [--user U --password P] [--cmdlog FILE]
                  [--no-mlsd] [--single-thread] [--auth-failed-delay SECS]
                  [--max-upload BYTES] [--refuse-stor]
+                 [--throttle BYTES_PER_SEC] [--max-cons-per-ip N]
                  [--idle-timeout SECS] [--garbage-list MODE]
                  [--dos-list] [--quiet] [--watch-stdin]
 
@@ -23,6 +24,14 @@ the data passes the limit: the server closes the data connection, removes
 what the transfer wrote (a new or overwritten file is deleted, an appended or
 restarted one is cut back to its old size) and replies
 "552 Exceeded storage allocation.". Uploads within the limit are unaffected.
+--throttle BYTES_PER_SEC paces every data connection (downloads, uploads
+and listings alike) to BYTES_PER_SEC from its first byte on: after n bytes
+the connection waits until n / BYTES_PER_SEC seconds have passed since the
+first one (pyftpdlib's own ThrottledDTPHandler lets the first second of
+every connection through at full speed). Combines with --max-upload.
+--max-cons-per-ip N allows N control connections per client address; the
+next one is greeted with "421 Too many connections from the same IP
+address." and closed (a server that only lets a client have N sessions).
 --refuse-stor answers every STOR, APPE and STOU with "553 Permission denied."
 before any data is transferred (nothing is created); everything else works.
 --idle-timeout SECS closes a control connection that sent no command for
@@ -102,6 +111,20 @@ def parse_args(argv=None):
         "wrote (simulates a full disk or a quota)",
     )
     p.add_argument(
+        "--throttle",
+        type=int,
+        metavar="BYTES_PER_SEC",
+        help="pace every data connection (both directions) to BYTES_PER_SEC "
+        "from its first byte",
+    )
+    p.add_argument(
+        "--max-cons-per-ip",
+        type=int,
+        metavar="N",
+        help="allow N control connections per client address; answer the "
+        "next one with 421",
+    )
+    p.add_argument(
         "--refuse-stor",
         action="store_true",
         help="answer every STOR/APPE/STOU with '553 Permission denied.' "
@@ -137,6 +160,10 @@ def parse_args(argv=None):
         p.error("--password needs --user")
     if args.max_upload is not None and args.max_upload < 0:
         p.error("--max-upload must be >= 0")
+    if args.throttle is not None and args.throttle <= 0:
+        p.error("--throttle must be > 0")
+    if args.max_cons_per_ip is not None and args.max_cons_per_ip <= 0:
+        p.error("--max-cons-per-ip must be > 0")
     if not os.path.isdir(args.root):
         p.error(f"--root {args.root!r} is not a directory")
     return args
@@ -266,10 +293,10 @@ class DosListFS(AbstractedFS):
             )
 
 
-def make_quota_dtp_handler(max_upload):
+def make_quota_dtp_handler(max_upload, base=DTPHandler):
     """A DTPHandler that aborts uploads growing a file beyond max_upload."""
 
-    class QuotaDTPHandler(DTPHandler):
+    class QuotaDTPHandler(base):
         def recv(self, buffer_size):
             chunk = super().recv(buffer_size)
             fobj = self.file_obj
@@ -315,6 +342,70 @@ def make_quota_dtp_handler(max_upload):
             self.close()
 
     return QuotaDTPHandler
+
+
+def make_paced_dtp_handler(rate, base=DTPHandler):
+    """A DTPHandler that moves at most rate bytes per second, counted from
+    the connection's first byte: once n bytes have gone through, the channel
+    leaves the IO loop until n / rate seconds have passed since that byte.
+    The IO loop is not blocked, so this also works with --single-thread."""
+
+    # Small chunks keep the pace smooth (about 50 steps per second).
+    chunk = max(1, min(65536, rate // 50))
+
+    class PacedDTPHandler(base):
+        ac_in_buffer_size = chunk
+        ac_out_buffer_size = chunk
+
+        def __init__(self, sock, cmd_channel):
+            self._pace_start = None
+            self._pace_bytes = 0
+            self._pace_timer = None
+            super().__init__(sock, cmd_channel)
+
+        def use_sendfile(self):
+            # sendfile() would bypass send() and with it the pacing.
+            return False
+
+        def recv(self, buffer_size):
+            data = super().recv(min(buffer_size, chunk))
+            self._pace(len(data))
+            return data
+
+        def send(self, data):
+            sent = super().send(data[:chunk])
+            self._pace(sent)
+            return sent
+
+        def _pace(self, n):
+            if n <= 0 or self._closed:
+                return
+            now = time.monotonic()
+            if self._pace_start is None:
+                self._pace_start = now
+            self._pace_bytes += n
+            wait = self._pace_start + self._pace_bytes / rate - now
+            if wait <= 0:
+                return
+            events = self.ioloop.READ if self.receive else self.ioloop.WRITE
+
+            def wake():
+                self._pace_timer = None
+                if not self._closed:
+                    self.add_channel(events=events)
+
+            self.del_channel()
+            self._pace_timer = self.ioloop.call_later(
+                wait, wake, _errback=self.handle_error
+            )
+
+        def close(self):
+            if self._pace_timer is not None and not self._pace_timer.cancelled:
+                self._pace_timer.cancel()
+            self._pace_timer = None
+            super().close()
+
+    return PacedDTPHandler
 
 
 def make_handler(args):
@@ -409,6 +500,11 @@ def make_handler(args):
         Handler.banner = "Microsoft FTP Service (ftpfs test server, DOS-style LIST)"
     if args.max_upload is not None:
         Handler.dtp_handler = make_quota_dtp_handler(args.max_upload)
+    if args.throttle is not None:
+        # Outermost, so that the bytes the quota handler passes are paced.
+        Handler.dtp_handler = make_paced_dtp_handler(
+            args.throttle, base=Handler.dtp_handler
+        )
     Handler.authorizer = authorizer
     return Handler
 
@@ -424,6 +520,8 @@ def main(argv=None):
     handler = make_handler(args)
     server_cls = FTPServer if args.single_thread else ThreadedFTPServer
     server = server_cls((args.host, args.port), handler)
+    if args.max_cons_per_ip is not None:
+        server.max_cons_per_ip = args.max_cons_per_ip
     port = server.socket.getsockname()[1]
 
     def on_term(signum, frame):
