@@ -208,7 +208,8 @@ impl Pool {
         self.born + Duration::from_millis(self.last_progress.load(Ordering::Relaxed))
     }
 
-    /// Whether a transfer has waited [`CONTENTION_AFTER`] or longer for a connection.
+    /// Whether a transfer (or a command, when transfers hold every connection) has
+    /// waited [`CONTENTION_AFTER`] or longer for a connection.
     pub fn transfer_contended(&self) -> bool {
         self.lock()
             .waiting
@@ -296,7 +297,8 @@ impl Pool {
                     "timed out waiting for a free FTP connection",
                 ));
             }
-            if purpose == Purpose::Transfer {
+            // A command waits behind transfers only when they hold every connection.
+            if purpose == Purpose::Transfer || st.transfers >= limit {
                 if !st.waiting.iter().any(|(t, _)| *t == ticket) {
                     st.waiting.push((ticket, now));
                 }
