@@ -13,7 +13,7 @@
 //! One file per concern: `server/` (the servers: pyftpdlib, vsftpd,
 //! pure-ftpd, ProFTPD, stop and restart), `mount.rs` (ftpfs mounts),
 //! `raw_ftp.rs` (a bare control connection), `files.rs` (test data),
-//! `process.rs` (child processes), `proxy.rs` (the fault-injecting proxy),
+//! `process.rs` (child processes), `tools.rs` (commands for real tools), `proxy.rs` (the fault-injecting proxy),
 //! `pki.rs` (TLS certificates). This file keeps the macro, the paths, the
 //! small shared helpers, and re-exports every public name, so tests write
 //! `support::X` whatever file it lives in.
@@ -44,6 +44,7 @@ mod process;
 mod proxy;
 mod raw_ftp;
 mod server;
+mod tools;
 
 #[allow(unused_imports)] // not every test binary uses every helper
 pub use files::{files_equal, first_difference, gen_bytes, write_file};
@@ -63,6 +64,8 @@ pub use server::{
     FtpServer, ServerFlavor, ServerKind, RESTART_TIMEOUT, SERVER_START_TIMEOUT, VSFTPD_PASSWORD,
     VSFTPD_SECURE_CHROOT_DIR, VSFTPD_USER,
 };
+#[allow(unused_imports)]
+pub use tools::git;
 
 use std::collections::hash_map::RandomState;
 use std::fs::{self, File, OpenOptions};
