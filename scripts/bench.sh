@@ -54,6 +54,8 @@ else
     SMALL_N_DELAY=${BENCH_SMALL_N_DELAY:-50} DIR_N_DELAY=1000 RAND_N_DELAY=${BENCH_RAND_N_DELAY:-25}
     OUT="${BENCH_OUT:-$REPO/docs/benchmarks.md}"
 fi
+# The upload during which `ls -l` is timed (ls_during_upload), in every mode.
+LSUP_MIB=64
 BIG_BYTES=$((BIG_MIB * 1048576))
 WRITE_BYTES=$((WRITE_MIB * 1048576))
 SMALL_SIZE=4096
@@ -65,6 +67,7 @@ TO_MOUNT=30
 TO_BIG=$((30 + BIG_MIB / 8))     # >= ~8 MiB/s
 TO_WRITE=$((30 + WRITE_MIB / 5)) # >= ~5 MiB/s, upload included
 TO_LS=60
+TO_LSUP=$((60 + LSUP_MIB / 2)) # >= ~2 MiB/s, upload included
 TO_SMALL=240
 TO_RAND=60
 
@@ -239,6 +242,7 @@ wl_label() {
     small_in) echo "$CUR_SMALL_N files of 4 KiB copied in (cp -r; raw: lftp mirror -R)" ;;
     ls_cold) echo "ls -l of $CUR_DIR_N entries, cold (fresh mount; raw: curl listing)" ;;
     ls_warm) echo "ls -l of $CUR_DIR_N entries, warm" ;;
+    ls_during_upload) echo "worst ls -l of a directory while a $(size_label "$LSUP_MIB") cp into it runs (probes every 100 ms, until complete on the server)" ;;
     rsync_noop) echo "second rsync -a of an unchanged $CUR_SMALL_N-file tree, same mount (raw: 2nd lftp mirror -R)" ;;
     rsync_fresh) echo "the same no-op rsync -a on a fresh mount (raw: 3rd lftp mirror -R)" ;;
     randread) echo "$CUR_RAND_N random 4 KiB reads in the $(size_label "$BIG_MIB") file (raw: curl -r, one request each)" ;;
@@ -250,6 +254,7 @@ wl_unit() {
     case "$1" in
     read_* | write) echo MiB ;;
     small_* | rsync_*) echo files ;;
+    ls_during_upload) echo s ;;
     ls_*) echo entries ;;
     randread) echo reads ;;
     peak_rss) echo KiB ;;
@@ -309,6 +314,7 @@ make_data() {
     head -c "$BIG_BYTES" /dev/urandom >"$ROOT/big.bin"
     cp "$ROOT/big.bin" "$local_dir/big.bin" # for checking what was read
     head -c "$WRITE_BYTES" /dev/urandom >"$local_dir/write.bin"
+    head -c "$((LSUP_MIB * 1048576))" /dev/urandom >"$local_dir/during.bin"
     info "small files: $SMALL_N and $SMALL_N_DELAY x 4 KiB; directories of $DIR_N and $DIR_N_DELAY entries"
     python3 "$BENCH_DIR/gendata.py" files "$local_dir/small" "$SMALL_N" "$SMALL_SIZE" --random
     python3 "$BENCH_DIR/gendata.py" files "$local_dir/smalld" "$SMALL_N_DELAY" "$SMALL_SIZE" --random
@@ -365,6 +371,7 @@ collect_meta() {
     meta how9 "Peak RSS: VmHWM of the ftpfs (and rclone) process read from /proc/PID/status just before each unmount; the table shows the maximum per set, the target uses the maximum over the whole run."
     meta how11 "For reference: \`ls -l\` of the $DIR_N-entry directory on the local disk (where the servers keep it) takes ${LOCAL_LS_MS} ms on this machine (warm, best of 3); that is the floor for the warm ls -l rows."
     meta how12 "TLS (the vsftpd-tls set): vsftpd with ssl_enable, force_local_logins_ssl, force_local_data_ssl and require_ssl_reuse=YES (its default), a certificate for 127.0.0.1 from a throw-away CA. ftpfs: \`-o tls,cacert=CA\`; curl: \`--ssl-reqd --cacert CA\`; lftp: ftp:ssl-force, ftp:ssl-protect-data, ssl:ca-file CA; rclone: \`explicit_tls=true,no_check_certificate=true,disable_tls13=true\` (rclone has no option for an extra CA; without disable_tls13, its documented workaround for such servers, every command failed with \"tls: illegal parameter\")."
+    meta how13 "ls -l during an upload: scripts/bench/lsprobe.py starts \`cp\` of a $(size_label "$LSUP_MIB") file into the mount and, until cp has exited and the file is complete on the server's disk, runs \`ls -l\` of the directory it writes into every 100 ms; the cell is the slowest ls -l (the note gives the median and the number of probes). No raw client: an FTP client has no directory to list while it uploads."
     meta how10 "Small files: \`cp -r\` out of and into the mount; raw: \`lftp -e 'mirror --parallel=1'\` and \`mirror -R --parallel=1\` with ftp:ssl-allow off (TLS forced in the TLS set)."
 }
 
@@ -653,6 +660,29 @@ wl_write_mount() {
     rm -f "$ROOT/$dst"
 }
 
+# wl_ls_during_upload_mount CONTENDER MNT: the worst `ls -l` of the directory
+# a $LSUP_MIB MiB cp writes into, from the start of cp until the file is
+# complete on the server (scripts/bench/lsprobe.py).
+wl_ls_during_upload_mount() {
+    local cont=$1 mnt=$2
+    local dst="w/$cont/during.bin" worst median n cp_secs up_secs
+    timed "$TO_LSUP" python3 "$BENCH_DIR/lsprobe.py" "$WORK/local/during.bin" "$mnt/$dst" \
+        --server-file "$ROOT/$dst"
+    if ((T_RC != 0)); then
+        record_step ls_during_upload "$cont" ""
+        rm -f "$ROOT/$dst"
+        return
+    fi
+    read -r worst median n cp_secs up_secs < <(grep -E '^[0-9.]+ [0-9.]+ [0-9]+ ' "$T_LOG" | tail -n1)
+    if ! cmp -s "$WORK/local/during.bin" "$ROOT/$dst"; then
+        record ls_during_upload "$cont" error "$worst" "" "the uploaded file differs from the source"
+    else
+        record ls_during_upload "$cont" ok "$worst" "" \
+            "median $median s over $n probes; cp $cp_secs s, complete on the server after $up_secs s"
+    fi
+    rm -f "$ROOT/$dst"
+}
+
 wl_small_mount() {
     local cont=$1 mnt=$2
     local out="$WORK/out/$cont-$SET_TAG"
@@ -750,7 +780,7 @@ bench_mounted() {
 
     # Phase 1: sequential read, cold then warm.
     if (($(budget_left) < 30)); then
-        skip_rest "$cont" read_cold read_warm ls_cold ls_warm randread write small_out small_in rsync_noop rsync_fresh
+        skip_rest "$cont" read_cold read_warm ls_cold ls_warm randread write ls_during_upload small_out small_in rsync_noop rsync_fresh
         return
     fi
     mnt="$WORK/mnt/$cont-$SET_TAG-$((ph += 1))"
@@ -763,7 +793,7 @@ bench_mounted() {
 
     # Phase 2: ls -l, cold then warm.
     if (($(budget_left) < 30)); then
-        skip_rest "$cont" ls_cold ls_warm randread write small_out small_in rsync_noop rsync_fresh
+        skip_rest "$cont" ls_cold ls_warm randread write ls_during_upload small_out small_in rsync_noop rsync_fresh
         return
     fi
     mnt="$WORK/mnt/$cont-$SET_TAG-$((ph += 1))"
@@ -776,19 +806,20 @@ bench_mounted() {
 
     # Phase 3: random reads (cold), write, small files, rsync.
     if (($(budget_left) < 30)); then
-        skip_rest "$cont" randread write small_out small_in rsync_noop rsync_fresh
+        skip_rest "$cont" randread write ls_during_upload small_out small_in rsync_noop rsync_fresh
         return
     fi
     mnt="$WORK/mnt/$cont-$SET_TAG-$((ph += 1))"
     if mount_fs "$cont" "$mnt"; then
         wl_randread_mount "$cont" "$mnt"
         wl_write_mount "$cont" "$mnt"
+        wl_ls_during_upload_mount "$cont" "$mnt"
         wl_small_mount "$cont" "$mnt"
         wl_rsync_mount "$cont" "$mnt"
         umount_fs "$cont" "$mnt"
     else
         RSYNC_READY=0 RSYNC_ERR="$MOUNT_ERR"
-        record_mount_failure "$cont" randread write small_out small_in rsync_noop
+        record_mount_failure "$cont" randread write ls_during_upload small_out small_in rsync_noop
     fi
 
     # Phase 4: the same no-op rsync on a fresh mount (nothing cached).

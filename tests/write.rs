@@ -568,16 +568,7 @@ fn vim_edit_with_backup(s: FtpServer) {
 }
 
 fn git(dir: &Path, home: &Path) -> Command {
-    let mut c = tool("git");
-    c.arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
-        .args(["-c", "safe.directory=*", "-c", "init.defaultBranch=main"])
-        .env("HOME", home)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_AUTHOR_DATE", "2024-01-02T03:04:05Z")
-        .env("GIT_COMMITTER_DATE", "2024-01-02T03:04:05Z");
-    c
+    support::git(dir, home, 120)
 }
 
 fn git_clone_commit_fsck(s: FtpServer) {
