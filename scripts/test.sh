@@ -27,13 +27,13 @@ python3 -c 'import pyftpdlib, sys; print("python", sys.version.split()[0], "pyft
 section "cargo fmt --check"
 cargo fmt --check
 
-section "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets -- -D warnings
+section "cargo clippy --all-targets --features testing -- -D warnings"
+cargo clippy --all-targets --features testing -- -D warnings
 
 section "Installing external test suites (pjdfstest, fsx)"
 install_test_tools
 
-section "cargo test --all-targets"
-cargo test --all-targets
+section "cargo test --all-targets --features testing"
+cargo test --all-targets --features testing
 
 section "All checks passed"

@@ -1,5 +1,6 @@
 //! An in-memory [`Remote`], for testing the filesystem logic without FUSE or FTP.
-//! It counts the operations it serves, so tests can check round trips.
+//! It counts the operations it serves, so tests can check round trips. Built for
+//! unit tests and with the `testing` feature (for tests/reftest).
 
 use std::collections::BTreeMap;
 use std::io::{Cursor, Write};

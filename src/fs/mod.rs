@@ -2,11 +2,13 @@
 //! [`Remote`], with no FUSE types and no FTP types, so it is testable in memory.
 
 mod background;
+#[cfg(any(test, feature = "testing"))]
+pub mod faulty;
 pub mod inodes;
 pub mod lifecycle;
 #[cfg(test)]
 mod lifecycle_tests;
-#[cfg(test)]
+#[cfg(any(test, feature = "testing"))]
 pub mod memory;
 pub mod meta;
 mod namespace;

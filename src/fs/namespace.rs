@@ -116,22 +116,10 @@ impl FtpFs {
         }
         let path = child_path(&dir, name);
         let ino = lock(&self.inodes).get(parent, name);
-        let mut on_server = true;
-        if let Some(slot) = ino.and_then(|i| self.slot(i)) {
-            // Still-open handles keep their data, but it is never uploaded again.
-            let stream = lock(&slot.stream).take();
-            let mut leftovers = {
-                let mut st = slot.lock();
-                on_server = st.exists_remotely;
-                st.phase = super::lifecycle::Phase::Unlinked;
-                slot.notify();
-                std::mem::take(&mut st.orphans)
-            };
-            leftovers.extend(stream.map(super::streaming::Streaming::abandon));
-            for temp in leftovers.iter().filter(|t| **t != path || !on_server) {
-                let _ = self.remote.remove_file(temp);
-            }
-        }
+        let on_server = match ino {
+            Some(i) => self.drop_local_copy(i, &path),
+            None => true,
+        };
         if on_server {
             self.remote.remove_file(&path)?;
         }
@@ -146,6 +134,38 @@ impl FtpFs {
             self.touch_dir(parent);
         }
         Ok(())
+    }
+
+    /// The file `ino` at `path` is gone from the mount (unlinked, or replaced by a
+    /// rename): still-open handles keep its data, but it is never uploaded again,
+    /// and what its streams left on the server is removed. Returns whether the
+    /// file is on the server.
+    fn drop_local_copy(&self, ino: u64, path: &str) -> bool {
+        let Some(slot) = self.slot(ino) else {
+            return true;
+        };
+        let open_unfetched = {
+            let st = slot.lock();
+            st.writers > 0 && st.content == super::lifecycle::Content::Remote
+        };
+        if open_unfetched {
+            // Its handles may still write: they need the content the server is about to lose.
+            if let Err(e) = slot.local(&*self.remote, path, &self.cfg.spool_dir) {
+                log::warn!("could not keep the content of {path} for its open handles: {e}");
+            }
+        }
+        let stream = lock(&slot.stream).take();
+        let (on_server, mut leftovers) = {
+            let mut st = slot.lock();
+            st.phase = super::lifecycle::Phase::Unlinked;
+            slot.notify();
+            (st.exists_remotely, std::mem::take(&mut st.orphans))
+        };
+        leftovers.extend(stream.map(super::streaming::Streaming::abandon));
+        for temp in leftovers.iter().filter(|t| *t != path || !on_server) {
+            let _ = self.remote.remove_file(temp);
+        }
+        on_server
     }
 
     pub fn rename(
@@ -189,8 +209,13 @@ impl FtpFs {
         }
         // A file with unsaved changes is saved under its old name first.
         let src_ino = lock(&self.inodes).get(parent, name);
+        let mut src = src;
         if let Some(ino) = src_ino {
             self.upload(ino)?;
+            // The upload changed the entry (size, time): move the new one.
+            if let Some(now) = self.existing(parent, &dir, name)? {
+                src = now;
+            }
         }
         if let Err(e) = self.remote.rename(&from, &to) {
             let retry = target.is_some() && !e.kind.is_transient() && e.kind != ErrorKind::NotFound;
@@ -217,6 +242,14 @@ impl FtpFs {
         if src.kind == EntryKind::Dir {
             self.meta.invalidate_tree(&from);
             self.meta.invalidate_tree(&to);
+        }
+        let replaced = lock(&self.inodes).get(new_parent, new_name);
+        if let Some(t) = replaced.filter(|t| Some(*t) != src_ino) {
+            // The replaced file's local state must never be uploaded over the new one.
+            if let Some(slot) = self.slot(t) {
+                slot.lock().phase = super::lifecycle::Phase::Unlinked;
+                slot.notify();
+            }
         }
         lock(&self.inodes).rename(parent, name, new_parent, new_name);
         self.touch_dir(parent);

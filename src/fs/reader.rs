@@ -517,6 +517,14 @@ impl Reader {
         self.key
     }
 
+    /// The file was renamed (it, or a directory above it): read from its new path.
+    pub fn moved_to(&mut self, path: String) {
+        if path != self.path {
+            self.path = path;
+            self.stream = None;
+        }
+    }
+
     /// Reads up to `size` bytes at `offset` (fewer at the end of the file).
     pub fn read(
         &mut self,

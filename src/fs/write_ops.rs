@@ -160,6 +160,9 @@ impl FtpFs {
         }
         self.prefetch.wait_for(*ino, self.cfg.timeout);
         let mut reader = lock(reader);
+        if let Ok(path) = self.path_of(*ino) {
+            reader.moved_to(path);
+        }
         Ok(reader.read(
             &self.remote,
             &self.blocks,
@@ -178,7 +181,8 @@ impl FtpFs {
             return Err(Errno(libc::EBADF));
         };
         let slot = self.slot(*ino).ok_or(Errno(libc::EBADF))?;
-        let path = self.path_of(*ino)?;
+        // An unlinked file has no path any more; its content is local by then.
+        let path = self.path_of(*ino).unwrap_or_default();
         // Only other writers of this file wait for this lock (it is held while the
         // streaming upload sends); the state's lock is held for the spool write only.
         let mut stream = lock(&slot.stream);
