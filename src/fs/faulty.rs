@@ -47,6 +47,20 @@ pub struct FaultConfig {
     pub probability: f64,
     /// Each operation first sleeps for a random time up to this.
     pub max_delay: Duration,
+    /// Which operations fail, and how.
+    pub scope: FaultScope,
+}
+
+/// Which operations a [`FaultyRemote`] makes fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultScope {
+    /// Any operation, in any of the ways the module documentation lists.
+    Everything,
+    /// Only changes, before they reach the server; the rest works.
+    ChangesBefore,
+    /// Only changes, by losing their reply (they happen, then report a broken
+    /// connection); the rest works.
+    ChangesLostReply,
 }
 
 impl Default for FaultConfig {
@@ -55,6 +69,7 @@ impl Default for FaultConfig {
             seed: 1,
             probability: 0.1,
             max_delay: Duration::ZERO,
+            scope: FaultScope::Everything,
         }
     }
 }
@@ -145,6 +160,11 @@ impl FaultyRemote {
 
     /// Sleeps for the configured random delay, then picks this operation's fault.
     fn roll(&self) -> Fault {
+        self.roll_for(false)
+    }
+
+    /// [`roll`](Self::roll) for a change (`true`) or anything else.
+    fn roll_for(&self, change: bool) -> Fault {
         if !self.is_failing() {
             return Fault::None;
         }
@@ -153,9 +173,12 @@ impl FaultyRemote {
             let max = st.cfg.max_delay.as_micros() as u64;
             let delay = Duration::from_micros(st.rng.below(max + 1));
             let p = st.cfg.probability;
-            let fault = if !st.rng.chance(p) {
+            let scope = st.cfg.scope;
+            let fault = if !st.rng.chance(p) || (scope != FaultScope::Everything && !change) {
                 Fault::None
-            } else if st.rng.below(2) == 0 {
+            } else if scope == FaultScope::ChangesLostReply {
+                Fault::After
+            } else if scope == FaultScope::ChangesBefore || st.rng.below(2) == 0 {
                 Fault::Before
             } else {
                 Fault::After
@@ -187,7 +210,7 @@ impl FaultyRemote {
 
     /// Runs a change with a possible fault before it or a lost reply after it.
     fn change<T>(&self, what: &str, op: impl FnOnce() -> RemoteResult<T>) -> RemoteResult<T> {
-        match self.roll() {
+        match self.roll_for(true) {
             Fault::None => op(),
             Fault::Before => Err(self.error(what, "before")),
             Fault::After => {

@@ -111,6 +111,9 @@ pub struct FileState {
     pub size: u64,
     /// The file exists on the server (false for a new file not uploaded yet).
     pub exists_remotely: bool,
+    /// Not known to exist on the server, but a failed upload may have left it
+    /// (or part of it) there: an unlink must still remove it.
+    pub maybe_remote: bool,
     /// When the content last changed locally.
     pub modified: SystemTime,
     pub pending_mtime: Option<SystemTime>,
@@ -153,6 +156,7 @@ impl FileSlot {
                 spool: Spool::new(spool_dir)?,
                 size: if content == Content::Local { 0 } else { size },
                 exists_remotely: exists,
+                maybe_remote: false,
                 modified: SystemTime::now(),
                 pending_mtime: None,
                 pending_mode: None,
@@ -299,6 +303,8 @@ impl FileSlot {
                 }
             }
             Err(e) => {
+                // A new file's failed STOR may have left it, or part of it, behind.
+                st.maybe_remote |= !st.exists_remotely && !superseded(e);
                 if st.phase != Phase::Unlinked {
                     st.phase = if superseded(e) {
                         Phase::Dirty

@@ -8,6 +8,7 @@ pub mod inodes;
 pub mod lifecycle;
 #[cfg(test)]
 mod lifecycle_tests;
+mod lost_reply;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
 pub mod meta;

@@ -2,12 +2,23 @@
 //! files. Each checks what it can against the cached listing first (FTP servers
 //! give vague replies), then keeps the caches and the inode table in step.
 
+use super::lifecycle::{Content, Phase};
 use super::meta::child_path;
 use super::{lock, Attr, Errno, FsResult, FtpFs};
 use crate::remote::{is_valid_name, Entry, EntryKind, ErrorKind};
 
 /// The mode new directories get from servers unless told otherwise.
 const DEFAULT_DIR_MODE: u32 = 0o755;
+
+/// What [`FtpFs::drop_local_copy`] did, to undo it.
+struct Dropped {
+    /// The file exists on the server (it was uploaded at least once).
+    on_server: bool,
+    /// Not known to be there, but a failed upload may have left it there.
+    maybe_on_server: bool,
+    /// The file's phase before, when it had local state.
+    phase: Option<Phase>,
+}
 
 /// What `rename` may do to an existing target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +58,11 @@ impl FtpFs {
             return Err(Errno(libc::EEXIST));
         }
         let path = child_path(&dir, name);
-        self.remote.mkdir(&path)?;
+        if let Err(e) = self.remote.mkdir(&path) {
+            if self.present_after(&e, &dir, name) != Some(true) {
+                return Err(e.into());
+            }
+        }
         let mut e = Entry::new(name, EntryKind::Dir, 0);
         e.mtime = Some(super::writeback::whole_seconds(std::time::SystemTime::now()));
         let mode = mode & 0o7777;
@@ -95,7 +110,11 @@ impl FtpFs {
         if !inner.entries.is_empty() || !unsaved.is_empty() {
             return Err(Errno(libc::ENOTEMPTY));
         }
-        self.remote.rmdir(&path)?;
+        if let Err(e) = self.remote.rmdir(&path) {
+            if self.present_after(&e, &dir, name) != Some(false) {
+                return Err(e.into());
+            }
+        }
         self.meta.update(&dir, |l| {
             l.remove(name);
         });
@@ -116,12 +135,24 @@ impl FtpFs {
         }
         let path = child_path(&dir, name);
         let ino = lock(&self.inodes).get(parent, name);
-        let on_server = match ino {
-            Some(i) => self.drop_local_copy(i, &path),
-            None => true,
+        let dropped = match ino {
+            Some(i) => Some((i, self.drop_local_copy(i, &path)?)),
+            None => None,
         };
-        if on_server {
-            self.remote.remove_file(&path)?;
+        let on_server = dropped.as_ref().is_none_or(|(_, d)| d.on_server);
+        let maybe = dropped.as_ref().is_some_and(|(_, d)| d.maybe_on_server);
+        if on_server || maybe {
+            if let Err(e) = self.remote.remove_file(&path) {
+                let gone = (maybe && e.kind == ErrorKind::NotFound)
+                    || self.present_after(&e, &dir, name) == Some(false);
+                if !gone {
+                    // Still there: its handles go on saving to it.
+                    if let Some((i, d)) = dropped {
+                        self.undo_drop(i, d);
+                    }
+                    return Err(e.into());
+                }
+            }
         }
         if let Some(i) = ino {
             lock(&self.local_mtimes).remove(&i);
@@ -138,34 +169,66 @@ impl FtpFs {
 
     /// The file `ino` at `path` is gone from the mount (unlinked, or replaced by a
     /// rename): still-open handles keep its data, but it is never uploaded again,
-    /// and what its streams left on the server is removed. Returns whether the
-    /// file is on the server.
-    fn drop_local_copy(&self, ino: u64, path: &str) -> bool {
+    /// and what its streams left on the server is removed. Says whether the file
+    /// is on the server, and how to undo this if the server keeps the file.
+    fn drop_local_copy(&self, ino: u64, path: &str) -> FsResult<Dropped> {
         let Some(slot) = self.slot(ino) else {
-            return true;
+            return Ok(Dropped {
+                on_server: true,
+                maybe_on_server: false,
+                phase: None,
+            });
         };
         let open_unfetched = {
             let st = slot.lock();
-            st.writers > 0 && st.content == super::lifecycle::Content::Remote
+            st.writers > 0 && st.content == Content::Remote
         };
         if open_unfetched {
-            // Its handles may still write: they need the content the server is about to lose.
+            // Its handles may still write: they need the content the server is
+            // about to lose. Without it, the file stays.
             if let Err(e) = slot.local(&*self.remote, path, &self.cfg.spool_dir) {
                 log::warn!("could not keep the content of {path} for its open handles: {e}");
+                return Err(e.into());
             }
         }
         let stream = lock(&slot.stream).take();
-        let (on_server, mut leftovers) = {
+        let (on_server, maybe_on_server, mut leftovers, phase) = {
             let mut st = slot.lock();
-            st.phase = super::lifecycle::Phase::Unlinked;
+            let phase = std::mem::replace(&mut st.phase, Phase::Unlinked);
             slot.notify();
-            (st.exists_remotely, std::mem::take(&mut st.orphans))
+            (
+                st.exists_remotely,
+                st.maybe_remote && !st.exists_remotely,
+                std::mem::take(&mut st.orphans),
+                phase,
+            )
         };
         leftovers.extend(stream.map(super::streaming::Streaming::abandon));
         for temp in leftovers.iter().filter(|t| *t != path || !on_server) {
             let _ = self.remote.remove_file(temp);
         }
-        on_server
+        Ok(Dropped {
+            on_server,
+            maybe_on_server,
+            phase: Some(phase),
+        })
+    }
+
+    /// The server still has the file [`drop_local_copy`](Self::drop_local_copy)
+    /// gave up: its handles save to it again (from the spool, not a stream).
+    fn undo_drop(&self, ino: u64, dropped: Dropped) {
+        let (Some(slot), Some(phase)) = (self.slot(ino), dropped.phase) else {
+            return;
+        };
+        let mut st = slot.lock();
+        if st.phase == Phase::Unlinked {
+            st.no_streaming = true;
+            st.phase = match phase {
+                Phase::Uploading { .. } => Phase::Dirty,
+                other => other,
+            };
+            slot.notify();
+        }
     }
 
     pub fn rename(
@@ -220,18 +283,25 @@ impl FtpFs {
         if let Err(e) = self.remote.rename(&from, &to) {
             let retry = target.is_some() && !e.kind.is_transient() && e.kind != ErrorKind::NotFound;
             if !retry {
-                return Err(e.into());
+                if self.present_after(&e, &dir, name) == Some(false) {
+                    // The server did it; only the reply was lost.
+                    self.meta.invalidate(&new_dir);
+                } else {
+                    self.meta.invalidate(&new_dir);
+                    return Err(e.into());
+                }
+            } else {
+                // Servers that will not rename over an existing entry: remove it first.
+                log::info!(
+                    "rename over {to} refused ({}); removing it first",
+                    e.message
+                );
+                match target.as_ref().map(|t| t.kind) {
+                    Some(EntryKind::Dir) => self.remote.rmdir(&to)?,
+                    _ => self.remote.remove_file(&to)?,
+                }
+                self.remote.rename(&from, &to)?;
             }
-            // Servers that will not rename over an existing entry: remove it first.
-            log::info!(
-                "rename over {to} refused ({}); removing it first",
-                e.message
-            );
-            match target.as_ref().map(|t| t.kind) {
-                Some(EntryKind::Dir) => self.remote.rmdir(&to)?,
-                _ => self.remote.remove_file(&to)?,
-            }
-            self.remote.rename(&from, &to)?;
         }
         let mut moved = src.clone();
         moved.name = new_name.to_string();
@@ -247,7 +317,7 @@ impl FtpFs {
         if let Some(t) = replaced.filter(|t| Some(*t) != src_ino) {
             // The replaced file's local state must never be uploaded over the new one.
             if let Some(slot) = self.slot(t) {
-                slot.lock().phase = super::lifecycle::Phase::Unlinked;
+                slot.lock().phase = Phase::Unlinked;
                 slot.notify();
             }
         }

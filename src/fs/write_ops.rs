@@ -288,8 +288,13 @@ impl FtpFs {
         }
     }
 
+    /// fsync(2) saves the file whatever the handle's access mode: unsaved
+    /// changes made through other handles (or a failed close) are uploaded too.
     pub fn fsync(&self, fh: u64) -> FsResult<()> {
-        self.flush(fh)
+        match self.handle(fh)?.as_ref() {
+            Handle::File { ino, .. } => self.upload(*ino),
+            Handle::Dir { .. } => Ok(()),
+        }
     }
 
     /// Another transfer waits for a connection: streaming uploads that are not

@@ -120,6 +120,27 @@ impl FtpRemote {
         self.with_conn(|pc| pc.conn().command(line))
     }
 
+    /// Runs a change (DELE, RNFR+RNTO, MKD, RMD), retried like [`Self::with_conn`].
+    /// When the first try broke after the command was sent, the server may have
+    /// done it: a retry that then fails with `done` (the file is gone, the
+    /// directory exists) proves nothing, so the first, transient error is
+    /// returned, and the filesystem looks at the server to settle it.
+    fn change(
+        &self,
+        done: ErrorKind,
+        mut op: impl FnMut(&mut PooledConn) -> RemoteResult<()>,
+    ) -> RemoteResult<()> {
+        let mut first_broke = None;
+        self.with_conn(|pc| match op(pc) {
+            Err(e) if e.kind.is_transient() => {
+                first_broke.get_or_insert_with(|| e.clone());
+                Err(e)
+            }
+            Err(e) if e.kind == done => Err(first_broke.clone().unwrap_or(e)),
+            other => other,
+        })
+    }
+
     fn list_lines(&self, pc: &mut PooledConn, dir: &str) -> RemoteResult<Vec<Entry>> {
         let features = self.pool.features();
         if features.mlsd {
@@ -221,7 +242,7 @@ impl Remote for FtpRemote {
 
     fn rename(&self, from: &str, to: &str) -> RemoteResult<()> {
         let (from, to) = (self.full_path(from), self.full_path(to));
-        self.with_conn(|pc| {
+        self.change(ErrorKind::NotFound, |pc| {
             pc.conn()
                 .command(&format!("RNFR {from}"))
                 .and_then(|_| pc.conn().command(&format!("RNTO {to}")).map(|_| ()))
@@ -229,18 +250,24 @@ impl Remote for FtpRemote {
     }
 
     fn remove_file(&self, path: &str) -> RemoteResult<()> {
-        self.simple(&format!("DELE {}", self.full_path(path)))
-            .map(|_| ())
+        let line = format!("DELE {}", self.full_path(path));
+        self.change(ErrorKind::NotFound, |pc| {
+            pc.conn().command(&line).map(|_| ())
+        })
     }
 
     fn mkdir(&self, path: &str) -> RemoteResult<()> {
-        self.simple(&format!("MKD {}", self.full_path(path)))
-            .map(|_| ())
+        let line = format!("MKD {}", self.full_path(path));
+        self.change(ErrorKind::AlreadyExists, |pc| {
+            pc.conn().command(&line).map(|_| ())
+        })
     }
 
     fn rmdir(&self, path: &str) -> RemoteResult<()> {
-        self.simple(&format!("RMD {}", self.full_path(path)))
-            .map(|_| ())
+        let line = format!("RMD {}", self.full_path(path));
+        self.change(ErrorKind::NotFound, |pc| {
+            pc.conn().command(&line).map(|_| ())
+        })
     }
 
     fn set_mtime(&self, path: &str, mtime: SystemTime) -> RemoteResult<()> {

@@ -349,13 +349,11 @@ proptest! {
     }
 
     #[test]
-    #[ignore = "issue 12, open: after an injected lost reply the model and the mount disagree; run with --ignored"]
     fn phase2_rare_faults(initial in ops::initial_files(), ops in ops(30), seed in any::<u64>()) {
         run_faulty(&initial, &ops, faults(seed, 0.05), false).map_err(TestCaseError::fail)?;
     }
 
     #[test]
-    #[ignore = "issue 12, open: after an injected lost reply the model and the mount disagree; run with --ignored"]
     fn phase2_frequent_faults(initial in ops::initial_files(), ops in ops(20), seed in any::<u64>()) {
         run_faulty(&initial, &ops, faults(seed, 0.25), false).map_err(TestCaseError::fail)?;
     }
@@ -366,7 +364,6 @@ proptest! {
 
     /// Waits for the background retries (each at least a second), so few cases.
     #[test]
-    #[ignore = "issue 12, open: after an injected lost reply the model and the mount disagree; run with --ignored"]
     fn phase2_converges_after_retries(initial in ops::initial_files(), ops in ops(20), seed in any::<u64>()) {
         run_faulty(&initial, &ops, faults(seed, 0.2), true).map_err(TestCaseError::fail)?;
     }
