@@ -32,8 +32,9 @@ impl FtpFs {
         );
         let deadline = Instant::now() + self.cfg.timeout;
         let mut pause = FIRST_PAUSE;
+        // Failed fetches are never cached: one invalidation covers every try.
+        self.meta.invalidate(dir);
         loop {
-            self.meta.invalidate(dir);
             match self.listing(dir) {
                 Ok(l) => {
                     let present = l.get(name).is_some();

@@ -10,12 +10,19 @@ use crate::remote::{is_valid_name, Entry, EntryKind, ErrorKind};
 /// The mode new directories get from servers unless told otherwise.
 const DEFAULT_DIR_MODE: u32 = 0o755;
 
+/// Whether the server has a file the mount is about to drop.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OnServer {
+    /// It was uploaded at least once (or came from the server).
+    Yes,
+    /// Never uploaded, but a failed upload may have left it, or part of it.
+    Maybe,
+    No,
+}
+
 /// What [`FtpFs::drop_local_copy`] did, to undo it.
 struct Dropped {
-    /// The file exists on the server (it was uploaded at least once).
-    on_server: bool,
-    /// Not known to be there, but a failed upload may have left it there.
-    maybe_on_server: bool,
+    on_server: OnServer,
     /// The file's phase before, when it had local state.
     phase: Option<Phase>,
 }
@@ -139,11 +146,10 @@ impl FtpFs {
             Some(i) => Some((i, self.drop_local_copy(i, &path)?)),
             None => None,
         };
-        let on_server = dropped.as_ref().is_none_or(|(_, d)| d.on_server);
-        let maybe = dropped.as_ref().is_some_and(|(_, d)| d.maybe_on_server);
-        if on_server || maybe {
+        let on_server = dropped.as_ref().map_or(OnServer::Yes, |(_, d)| d.on_server);
+        if on_server != OnServer::No {
             if let Err(e) = self.remote.remove_file(&path) {
-                let gone = (maybe && e.kind == ErrorKind::NotFound)
+                let gone = (on_server == OnServer::Maybe && e.kind == ErrorKind::NotFound)
                     || self.present_after(&e, &dir, name) == Some(false);
                 if !gone {
                     // Still there: its handles go on saving to it.
@@ -161,7 +167,7 @@ impl FtpFs {
             l.remove(name);
         });
         lock(&self.inodes).unlink(parent, name);
-        if on_server {
+        if on_server != OnServer::No {
             self.touch_dir(parent);
         }
         Ok(())
@@ -174,8 +180,7 @@ impl FtpFs {
     fn drop_local_copy(&self, ino: u64, path: &str) -> FsResult<Dropped> {
         let Some(slot) = self.slot(ino) else {
             return Ok(Dropped {
-                on_server: true,
-                maybe_on_server: false,
+                on_server: OnServer::Yes,
                 phase: None,
             });
         };
@@ -192,24 +197,26 @@ impl FtpFs {
             }
         }
         let stream = lock(&slot.stream).take();
-        let (on_server, maybe_on_server, mut leftovers, phase) = {
+        let (on_server, mut leftovers, phase) = {
             let mut st = slot.lock();
             let phase = std::mem::replace(&mut st.phase, Phase::Unlinked);
             slot.notify();
-            (
-                st.exists_remotely,
-                st.maybe_remote && !st.exists_remotely,
-                std::mem::take(&mut st.orphans),
-                phase,
-            )
+            let on_server = match (st.exists_remotely, st.maybe_remote) {
+                (true, _) => OnServer::Yes,
+                (false, true) => OnServer::Maybe,
+                (false, false) => OnServer::No,
+            };
+            (on_server, std::mem::take(&mut st.orphans), phase)
         };
         leftovers.extend(stream.map(super::streaming::Streaming::abandon));
-        for temp in leftovers.iter().filter(|t| *t != path || !on_server) {
+        for temp in leftovers
+            .iter()
+            .filter(|t| *t != path || on_server != OnServer::Yes)
+        {
             let _ = self.remote.remove_file(temp);
         }
         Ok(Dropped {
             on_server,
-            maybe_on_server,
             phase: Some(phase),
         })
     }
@@ -283,11 +290,9 @@ impl FtpFs {
         if let Err(e) = self.remote.rename(&from, &to) {
             let retry = target.is_some() && !e.kind.is_transient() && e.kind != ErrorKind::NotFound;
             if !retry {
-                if self.present_after(&e, &dir, name) == Some(false) {
-                    // The server did it; only the reply was lost.
-                    self.meta.invalidate(&new_dir);
-                } else {
-                    self.meta.invalidate(&new_dir);
+                self.meta.invalidate(&new_dir);
+                // Gone from its old name: the server did it, only the reply was lost.
+                if self.present_after(&e, &dir, name) != Some(false) {
                     return Err(e.into());
                 }
             } else {

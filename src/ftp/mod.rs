@@ -141,6 +141,12 @@ impl FtpRemote {
         })
     }
 
+    /// One change command on a path (`DELE path`), run like [`Self::change`].
+    fn simple_change(&self, done: ErrorKind, verb: &str, path: &str) -> RemoteResult<()> {
+        let line = format!("{verb} {}", self.full_path(path));
+        self.change(done, |pc| pc.conn().command(&line).map(|_| ()))
+    }
+
     fn list_lines(&self, pc: &mut PooledConn, dir: &str) -> RemoteResult<Vec<Entry>> {
         let features = self.pool.features();
         if features.mlsd {
@@ -250,24 +256,15 @@ impl Remote for FtpRemote {
     }
 
     fn remove_file(&self, path: &str) -> RemoteResult<()> {
-        let line = format!("DELE {}", self.full_path(path));
-        self.change(ErrorKind::NotFound, |pc| {
-            pc.conn().command(&line).map(|_| ())
-        })
+        self.simple_change(ErrorKind::NotFound, "DELE", path)
     }
 
     fn mkdir(&self, path: &str) -> RemoteResult<()> {
-        let line = format!("MKD {}", self.full_path(path));
-        self.change(ErrorKind::AlreadyExists, |pc| {
-            pc.conn().command(&line).map(|_| ())
-        })
+        self.simple_change(ErrorKind::AlreadyExists, "MKD", path)
     }
 
     fn rmdir(&self, path: &str) -> RemoteResult<()> {
-        let line = format!("RMD {}", self.full_path(path));
-        self.change(ErrorKind::NotFound, |pc| {
-            pc.conn().command(&line).map(|_| ())
-        })
+        self.simple_change(ErrorKind::NotFound, "RMD", path)
     }
 
     fn set_mtime(&self, path: &str, mtime: SystemTime) -> RemoteResult<()> {
