@@ -329,9 +329,10 @@ fn warm_up_files(s: &FtpServer) -> Vec<String> {
     names
 }
 
-/// Makes ftpfs meet the server's limit: three files read at once (each open
-/// reader keeps its download going), so that the third connection gets a 421.
-fn meet_the_limit(m: &Mount, s: &FtpServer, names: &[String]) {
+/// Makes ftpfs meet the server's limit of `limit` (1 or 2): three files read
+/// at once (each open reader keeps its download going), so that a connection
+/// beyond the limit gets a 421. Every read must still succeed.
+fn meet_the_limit(m: &Mount, s: &FtpServer, names: &[String], limit: usize) {
     let paths: Vec<PathBuf> = names.iter().map(|n| m.path(n)).collect();
     let reads = within(Duration::from_secs(120), move || {
         let mut open = Vec::new();
@@ -353,20 +354,27 @@ fn meet_the_limit(m: &Mount, s: &FtpServer, names: &[String]) {
         refused(s)
     );
     assert!(
+        matches!(reads, Some((Ok(3), _))),
+        "three readers at once on a {limit}-connection server: {outcome}\n{}",
+        diag(m, s)
+    );
+    assert!(
         refused(s) > 0,
-        "ftpfs never met the server's limit of 2 connections, so this test \
+        "ftpfs never met the server's limit of {limit} connections, so this test \
          tests nothing\n{}",
         diag(m, s)
     );
 }
 
-#[test]
-fn git_clone_works_on_a_two_connection_server() {
-    let s = FtpServer::pyftpdlib_with_args(&["--max-cons-per-ip", "2"]);
-    // The default pool size is 4; the server's 421 must teach ftpfs the 2.
+/// Mounts a server that allows `limit` connections per client with the
+/// default pool of 4, makes ftpfs meet the limit, then clones a repository
+/// with a pack into the mount and checks it with `git fsck --full`.
+fn git_clone_works_with_at_most(limit: usize) {
+    let s = FtpServer::pyftpdlib_with_args(&["--max-cons-per-ip", &limit.to_string()]);
+    // The default pool size is 4; the server's 421 must teach ftpfs the limit.
     let warm_up = warm_up_files(&s);
     let m = Mount::new(&s, &["connections=4"]);
-    meet_the_limit(&m, &s, &warm_up);
+    meet_the_limit(&m, &s, &warm_up, limit);
     let home = TempDir::new().expect("temp dir");
     let h = home.path();
     let origin = origin_repo(h);
@@ -378,7 +386,7 @@ fn git_clone_works_on_a_two_connection_server() {
     git_ok(&m, &s, &clone, h, &["fsck", "--full"]);
     let log = git_ok(&m, &s, &clone, h, &["log", "--oneline"]);
     eprintln!(
-        "ftpfs logged in {} times; the server refused {} connections with 421",
+        "limit {limit}: ftpfs logged in {} times; the server refused {} connections with 421",
         s.commands_named("USER").len(),
         refused(&s)
     );
@@ -388,6 +396,25 @@ fn git_clone_works_on_a_two_connection_server() {
         "git log:\n{log}\n{}",
         diag(&m, &s)
     );
+    let (_, status, _) = m.status();
+    let learnt = format!("limit {limit} (learnt from the server; 4 configured)");
+    assert!(
+        status.contains(&learnt),
+        "ftpfs status does not show \"{learnt}\":\n{status}"
+    );
+}
+
+#[test]
+fn git_clone_works_on_a_two_connection_server() {
+    git_clone_works_with_at_most(2);
+}
+
+/// Everything works on a server that allows a single connection, only more
+/// slowly: there the one connection serves listings, downloads and uploads in
+/// turn, and a streaming upload or an open reader must give it up.
+#[test]
+fn git_clone_works_on_a_one_connection_server() {
+    git_clone_works_with_at_most(1);
 }
 
 // ---------------------------------------------------------------------------

@@ -8,21 +8,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{ftpfs_bin, gen_bytes, wait_until, DataFault, FtpServer, Mount, Proxy, ProxyConfig};
-
-/// Runs `ftpfs status DIR`: (success, stdout, stderr).
-fn status(dir: &std::path::Path) -> (bool, String, String) {
-    let out = Command::new(ftpfs_bin())
-        .arg("status")
-        .arg(dir)
-        .output()
-        .expect("run ftpfs status");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use support::{gen_bytes, status_of, wait_until, DataFault, FtpServer, Mount, Proxy, ProxyConfig};
 
 /// A link with 20 ms each way.
 fn slow_proxy(s: &FtpServer) -> Proxy {
@@ -58,7 +44,7 @@ fn status_shows_a_slow_upload_in_flight_then_its_traffic() {
     // While it is in flight: the upload with its progress, and the file waiting.
     let mut seen = String::new();
     let found = wait_until(Duration::from_secs(60), || {
-        let (ok, out, err) = status(&m.dir);
+        let (ok, out, err) = m.status();
         assert!(ok, "status failed: {err}\n{}", m.log());
         seen = out;
         seen.contains("uploading  /big.bin: ") && !seen.contains("uploading  /big.bin: 0 B")
@@ -81,7 +67,7 @@ fn status_shows_a_slow_upload_in_flight_then_its_traffic() {
         m.log()
     );
     assert_eq!(fs::read(s.path("big.bin")).unwrap(), data);
-    let (ok, out, err) = status(&m.dir);
+    let (ok, out, err) = m.status();
     assert!(ok, "{err}");
     assert!(
         out.contains("uploads:      0 in flight, 0 waiting"),
@@ -91,7 +77,7 @@ fn status_shows_a_slow_upload_in_flight_then_its_traffic() {
     assert!(out.contains("errors:       none"), "{out}");
     // A read is traffic down, and a listing a cache lookup.
     assert_eq!(fs::read(m.path("big.bin")).unwrap().len(), data.len());
-    let (_, out, _) = status(&m.dir);
+    let (_, out, _) = m.status();
     let down = out
         .lines()
         .find_map(|l| l.strip_prefix("transferred:  "))
@@ -116,7 +102,7 @@ fn status_lists_a_failed_upload_among_the_recent_errors() {
         })
         .unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{err}");
-    let (ok, out, _) = status(&m.dir);
+    let (ok, out, _) = m.status();
     assert!(ok);
     assert!(out.contains("errors:       "), "{out}");
     assert!(
@@ -129,7 +115,7 @@ fn status_lists_a_failed_upload_among_the_recent_errors() {
 #[test]
 fn status_of_a_directory_without_ftpfs_is_a_one_line_error() {
     let dir = tempfile::tempdir().unwrap();
-    let (ok, out, err) = status(dir.path());
+    let (ok, out, err) = status_of(dir.path());
     assert!(!ok);
     assert!(out.is_empty(), "{out}");
     let lines: Vec<&str> = err.lines().collect();
@@ -164,7 +150,8 @@ fn unmount_waits_for_a_background_upload_and_shows_its_progress() {
         .faults()
         .set_data_fault(Some(DataFault::stall_after(1 << 20)));
     assert!(
-        wait_until(Duration::from_secs(20), || status(&m.dir)
+        wait_until(Duration::from_secs(20), || m
+            .status()
             .1
             .contains("uploading  /big.bin: ")),
         "no background upload\n{}",

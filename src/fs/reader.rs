@@ -35,6 +35,8 @@ const SKIP_AHEAD: u64 = 4 * 1024 * 1024;
 const RESUME_ATTEMPTS: u32 = 3;
 /// A paused stream whose reader has not asked for anything in this long is closed.
 const IDLE_RELEASE: Duration = Duration::from_secs(3);
+/// ... or in this long, while another transfer waits for a connection.
+const CONTENDED_RELEASE: Duration = Duration::from_millis(100);
 
 /// Identifies one version of a file's content: a change of size or mtime is a new file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -429,17 +431,18 @@ fn produce(
         {
             let mut st = shared.lock();
             while !st.cancelled && pos >= st.limit {
-                let idle = st
-                    .last_request
-                    .map(|t| t.elapsed() >= IDLE_RELEASE)
-                    .unwrap_or(true);
-                if idle {
+                let paused = st.last_request.map(|t| t.elapsed());
+                let release = paused.is_none_or(|p| {
+                    p >= IDLE_RELEASE
+                        || (p >= CONTENDED_RELEASE && source.remote.transfer_contended())
+                });
+                if release {
                     st.stopped = true;
                     shared.cv.notify_all();
                     log::debug!("read of {path} paused; closing its download at {pos}");
                     return;
                 }
-                st = crate::sync::wait(&shared.cv, st, IDLE_RELEASE);
+                st = crate::sync::wait(&shared.cv, st, CONTENDED_RELEASE);
             }
             if st.cancelled {
                 return;

@@ -50,7 +50,8 @@ mod tools;
 pub use files::{files_equal, first_difference, gen_bytes, write_file};
 #[allow(unused_imports)]
 pub use mount::{
-    force_unmount, is_mounted, mount_fstype, run_ftpfs, Mount, MOUNT_TIMEOUT, UNMOUNT_TIMEOUT,
+    force_unmount, is_mounted, mount_fstype, run_ftpfs, status_of, Mount, MOUNT_TIMEOUT,
+    UNMOUNT_TIMEOUT,
 };
 #[allow(unused_imports)]
 pub use process::{descendants_of, spawn_reader, wait_timeout};

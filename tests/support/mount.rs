@@ -231,6 +231,11 @@ impl Mount {
         read_lossy(&self.log_path)
     }
 
+    /// Runs `ftpfs status DIR`: (success, stdout, stderr).
+    pub fn status(&self) -> (bool, String, String) {
+        status_of(&self.dir)
+    }
+
     /// ftpfs's pid, while it has not been reaped.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
@@ -397,4 +402,18 @@ pub fn run_ftpfs(
         String::from_utf8_lossy(&v).into_owned()
     };
     (status, take(&out_buf), take(&err_buf))
+}
+
+/// Runs `ftpfs status DIR` for any directory: (success, stdout, stderr).
+pub fn status_of(dir: &Path) -> (bool, String, String) {
+    let out = Command::new(ftpfs_bin())
+        .arg("status")
+        .arg(dir)
+        .output()
+        .expect("run ftpfs status");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
