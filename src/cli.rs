@@ -71,6 +71,11 @@ pub const OPTIONS: &[(&str, &str, &str)] = &[
         "where unsaved writes are spooled (a private 0700 directory)",
     ),
     (
+        "writeback=MODE",
+        "close",
+        "close: close() waits for the upload and returns its error; async: close() returns once the data is safe on local disk (a journal in cache_dir) and uploads run in the background (see `ftpfs sync`)",
+    ),
+    (
         "direct_upload",
         "off",
         "upload in place instead of to a temporary name renamed over the file",
@@ -198,6 +203,16 @@ pub enum Command {
         #[arg(value_hint = ValueHint::DirPath)]
         mountpoint: PathBuf,
     },
+    /// Wait until a mount has uploaded everything written to it; exit 1,
+    /// naming the files, if an upload failed for good
+    Sync {
+        /// Where ftpfs is mounted
+        #[arg(value_hint = ValueHint::DirPath)]
+        mountpoint: PathBuf,
+        /// Give up waiting after this many seconds (exit 1); default: no limit
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<f64>,
+    },
     /// Print a shell completion script to stdout
     Completions {
         /// The shell to complete for
@@ -260,6 +275,7 @@ pub struct MountOpts {
     pub fsname: Option<String>,
     pub cache_dir: Option<PathBuf>,
     pub direct_upload: bool,
+    pub writeback: crate::fs::Writeback,
     pub tls: crate::ftp::tls::TlsMode,
     pub cacert: Option<PathBuf>,
     pub no_verify: bool,
@@ -288,6 +304,7 @@ impl Default for MountOpts {
             fsname: None,
             cache_dir: None,
             direct_upload: false,
+            writeback: crate::fs::Writeback::Close,
             tls: crate::ftp::tls::TlsMode::Off,
             cacert: None,
             no_verify: false,
@@ -360,6 +377,18 @@ impl MountOpts {
                     "timeout" => o.timeout = seconds(name, value)?,
                     "debug" => o.debug = true,
                     "direct_upload" => o.direct_upload = true,
+                    "writeback" => {
+                        o.writeback = match value {
+                            Some("close") => crate::fs::Writeback::Close,
+                            Some("async") => crate::fs::Writeback::Async,
+                            v => {
+                                return Err(format!(
+                                    "option writeback: {:?} is not one of close, async",
+                                    v.unwrap_or("")
+                                ))
+                            }
+                        }
+                    }
                     "tls" => {
                         o.tls = match value {
                             None | Some("yes") | Some("require") => {
@@ -438,6 +467,24 @@ mod tests {
             (Some(1000), Some(100), 0o22, 8)
         );
         assert_eq!(o.cache_timeout, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn writeback_is_close_unless_async_is_asked_for() {
+        use crate::fs::Writeback;
+        assert_eq!(parse(&[]).unwrap().writeback, Writeback::Close);
+        assert_eq!(
+            parse(&["writeback=close"]).unwrap().writeback,
+            Writeback::Close
+        );
+        assert_eq!(
+            parse(&["writeback=async"]).unwrap().writeback,
+            Writeback::Async
+        );
+        assert!(parse(&["writeback=later"])
+            .unwrap_err()
+            .contains("close, async"));
+        assert!(parse(&["writeback"]).is_err());
     }
 
     #[test]

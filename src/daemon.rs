@@ -150,11 +150,10 @@ fn passwd_home(uid: libc::uid_t) -> Option<PathBuf> {
     Some(PathBuf::from(std::ffi::OsStr::from_bytes(dir.to_bytes())))
 }
 
-/// The private spool directory of this mount: `base/spool-PID`, mode 0700, where
-/// base is `-o cache_dir`, else `$XDG_CACHE_HOME/ftpfs`, else `~/.cache/ftpfs`.
-pub fn spool_dir(configured: Option<&Path>) -> Result<PathBuf, String> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let base = match configured {
+/// The base of ftpfs's local files: `-o cache_dir`, else
+/// `$XDG_CACHE_HOME/ftpfs`, else `~/.cache/ftpfs`.
+fn cache_base(configured: Option<&Path>) -> PathBuf {
+    match configured {
         Some(p) => p.to_path_buf(),
         None => std::env::var_os("XDG_CACHE_HOME")
             .filter(|v| !v.is_empty())
@@ -162,17 +161,58 @@ pub fn spool_dir(configured: Option<&Path>) -> Result<PathBuf, String> {
             .or_else(|| home_dir().map(|h| h.join(".cache")))
             .unwrap_or_else(std::env::temp_dir)
             .join("ftpfs"),
-    };
-    let dir = base.join(format!("spool-{}", std::process::id()));
+    }
+}
+
+/// Creates `dir` (and what leads to it) private to the user: mode 0700.
+fn private_dir(dir: &Path, what: &str) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     // Directories created on the way are private; an existing base (a configured
-    // cache_dir, /tmp...) keeps its mode: only our own spool directory is made 0700.
+    // cache_dir, /tmp...) keeps its mode: only our own directory is made 0700.
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(&dir)
-        .and_then(|_| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)))
-        .map_err(|e| format!("cannot create the spool directory {}: {e}", dir.display()))?;
+        .create(dir)
+        .and_then(|_| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|e| format!("cannot create the {what} directory {}: {e}", dir.display()))
+}
+
+/// The private spool directory of this mount: `BASE/spool-PID`, mode 0700
+/// (BASE as in [`cache_base`]).
+pub fn spool_dir(configured: Option<&Path>) -> Result<PathBuf, String> {
+    let dir = cache_base(configured).join(format!("spool-{}", std::process::id()));
+    private_dir(&dir, "spool")?;
     Ok(dir)
+}
+
+/// The journal directory of one server: `BASE/journal-HASH`, where HASH is of
+/// `server` (user, host, port and path; no password), so that every mount of
+/// the same server with the same cache_dir shares it. The server's name is
+/// written next to it for people who look.
+pub fn journal_dir(configured: Option<&Path>, server: &str) -> Result<PathBuf, String> {
+    let hash = crate::status::fnv1a(server.as_bytes());
+    let dir = cache_base(configured).join(format!("journal-{hash:016x}"));
+    private_dir(&dir, "journal")?;
+    let _ = std::fs::write(dir.join("SERVER"), format!("{server}\n"));
+    Ok(dir)
+}
+
+/// Raises the limit of open files to the hard limit: every file pending in
+/// async mode keeps its spool open.
+pub fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write `lim`.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                log::debug!("could not raise the open-file limit");
+            }
+        }
+    }
 }
 
 #[cfg(test)]

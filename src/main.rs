@@ -2,8 +2,8 @@
 //!
 //! The entry point: parse the command line, find the credentials, log in once to
 //! check them, mount, go to the background, and unmount cleanly on a signal.
-//! Or, with a subcommand instead of the URL: report a mount's status, or print
-//! shell completions or the man page.
+//! Or, with a subcommand instead of the URL: report a mount's status, wait for
+//! its uploads, or print shell completions or the man page.
 
 use ftpfs::{argv, cli, credentials, daemon, fs, ftp, fuse, logging, reference, stats, status};
 
@@ -23,6 +23,13 @@ fn main() {
     let cli = Cli::parse();
     let result = match (cli.command, cli.mount) {
         (Some(Command::Status { mountpoint }), _) => status::print(&mountpoint),
+        (
+            Some(Command::Sync {
+                mountpoint,
+                timeout,
+            }),
+            _,
+        ) => status::sync(&mountpoint, timeout),
         (Some(Command::Completions { shell }), _) => print(&reference::completions(shell)),
         (Some(Command::Man), _) => reference::man_page()
             .map_err(|e| format!("rendering the man page: {e}"))
@@ -74,6 +81,13 @@ fn start_status(
     if !encoding.is_utf8() {
         security.push_str(&format!("; names in {}", encoding.name()));
     }
+    let cfg = filesystem.config();
+    let writeback = match (cfg.writeback, &cfg.journal_dir) {
+        (fs::Writeback::Async, Some(dir)) => format!("async, journal in {}", dir.display()),
+        _ => "close (close() waits for the upload)".to_string(),
+    };
+    let sync_fs = Arc::clone(filesystem);
+    let sync = move |limit| sync_fs.sync_uploads(limit);
     let (mnt, server) = (mountpoint.to_path_buf(), display.to_string());
     let (remote, filesystem) = (Arc::clone(remote), Arc::clone(filesystem));
     let started = std::time::Instant::now();
@@ -96,13 +110,15 @@ fn start_status(
             },
             uploads: stats::STATS.uploads(),
             pending: filesystem.pending_uploads(),
+            writeback: writeback.clone(),
+            queue: filesystem.queue_view(),
             cache: filesystem.cache_stats(),
             bytes_down,
             bytes_up,
             errors: stats::STATS.errors(),
         }
     };
-    status::serve(mountpoint, shared, report)
+    status::serve(mountpoint, shared, report, sync)
         .map_err(|e| log::warn!("no `ftpfs status` for this mount: {e}"))
         .ok()
 }
@@ -191,6 +207,11 @@ fn run(args: Args) -> Result<(), String> {
         } else {
             fs::lifecycle::UploadMode::Atomic
         },
+        writeback: opts.writeback,
+        // Uploads left by an earlier mount are resumed whatever the mode.
+        journal_dir: Some(daemon::journal_dir(opts.cache_dir.as_deref(), &display)?),
+        // Transfers may take all connections but one (kept for listings).
+        upload_workers: opts.connections.saturating_sub(1).max(1),
         ..fs::FsConfig::default()
     };
     let spool_dir = fs_cfg.spool_dir.clone();
@@ -204,12 +225,14 @@ fn run(args: Args) -> Result<(), String> {
         ready
     };
     let signals = daemon::block_signals();
+    daemon::raise_open_file_limit();
     // Threads start only now: after the fork, and with the signals blocked.
     remote.pool().start_keepalive();
 
     let remote = Arc::new(remote);
     let filesystem = fs::FtpFs::new_shared(Arc::clone(&remote) as _, fs_cfg);
     filesystem.warm_up();
+    filesystem.resume_journal();
     let _status = start_status(
         &mountpoint,
         opts.allow_other,

@@ -1,6 +1,9 @@
-//! `ftpfs status MOUNTPOINT`: a running mount answers on a private Unix socket
-//! with a plain-text report (server and features, connections, uploads,
-//! caches, traffic, recent errors); the subcommand connects and prints it.
+//! `ftpfs status MOUNTPOINT` and `ftpfs sync MOUNTPOINT`: a running mount
+//! answers on a private Unix socket. The client sends one request line:
+//! `status` (or nothing) gets a plain-text report (server and features,
+//! connections, uploads, the async queue, caches, traffic, recent errors);
+//! `sync [SECS]` waits until every upload is done and answers `done`, or
+//! `failed N` / `pending N` followed by the files concerned.
 //!
 //! The socket lives in a directory of the mounting user: `/run/ftpfs` for root,
 //! else `$XDG_RUNTIME_DIR/ftpfs`, else `/tmp/ftpfs-UID`. Its name is a hash of
@@ -33,7 +36,10 @@ pub struct Report {
     pub pool: PoolView,
     pub uploads: Vec<UploadView>,
     /// Files the server does not have yet: (path, size, why).
-    pub pending: Vec<(String, Option<u64>, &'static str)>,
+    pub pending: Vec<(String, Option<u64>, String)>,
+    /// The write-back mode, as shown.
+    pub writeback: String,
+    pub queue: crate::fs::QueueView,
     pub cache: crate::fs::CacheStats,
     pub bytes_down: u64,
     pub bytes_up: u64,
@@ -131,6 +137,16 @@ impl Report {
                 .filter(|(_, size, _)| size.is_some())
                 .count()
         ));
+        let q = &self.queue;
+        line(format!(
+            "writeback:    {}; {} queued, {} uploading, {} failed",
+            self.writeback, q.queued, q.running, q.failed
+        ));
+        for (path, ours) in &q.conflicts {
+            line(format!(
+                "  conflict   {path} changed on the server; ours is {ours}"
+            ));
+        }
         for u in &self.uploads {
             let progress = match u.total {
                 Some(total) if total > 0 => format!(
@@ -198,7 +214,7 @@ fn socket_dir() -> PathBuf {
 }
 
 /// FNV-1a: a stable name for a mount point.
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
@@ -229,6 +245,7 @@ pub fn serve(
     mountpoint: &Path,
     shared: bool,
     report: impl Fn() -> Report + Send + 'static,
+    sync: impl Fn(Option<Duration>) -> crate::fs::SyncReport + Send + Sync + 'static,
 ) -> Result<StatusServer, String> {
     let dir = socket_dir();
     let dir_mode = if shared { 0o755 } else { 0o700 };
@@ -260,17 +277,42 @@ pub fn serve(
     let mode = if shared { 0o666 } else { 0o600 };
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| format!("status socket {}: {e}", path.display()))?;
+    let sync = std::sync::Arc::new(sync);
     std::thread::Builder::new()
         .name("ftpfs-status".into())
         .spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
                 let _ = conn.set_write_timeout(Some(ANSWER_TIMEOUT));
-                let text = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(&report)) {
-                    Ok(r) => r.render(),
-                    Err(_) => "ftpfs: the status report failed (see the log)\n".to_string(),
-                };
-                let _ = conn.write_all(text.as_bytes());
+                match read_request(&mut conn) {
+                    Request::Sync(limit) => {
+                        // A sync may wait long: it gets a thread of its own.
+                        let sync = std::sync::Arc::clone(&sync);
+                        let _ = std::thread::Builder::new().name("ftpfs-sync".into()).spawn(
+                            move || {
+                                let answer =
+                                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                        sync(limit)
+                                    }))
+                                    .map(|r| render_sync(&r))
+                                    .unwrap_or_else(|_| {
+                                        "failed 0\nthe sync failed (see the log)\n".into()
+                                    });
+                                let _ = conn.write_all(answer.as_bytes());
+                            },
+                        );
+                    }
+                    Request::Status => {
+                        let text =
+                            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(&report)) {
+                                Ok(r) => r.render(),
+                                Err(_) => {
+                                    "ftpfs: the status report failed (see the log)\n".to_string()
+                                }
+                            };
+                        let _ = conn.write_all(text.as_bytes());
+                    }
+                }
             }
         })
         .map_err(|e| format!("status thread: {e}"))?;
@@ -278,27 +320,76 @@ pub fn serve(
     Ok(StatusServer { path })
 }
 
-/// Asks the mount on `mountpoint` for its report.
-pub fn query(mountpoint: &Path) -> Result<String, String> {
+/// What a client asks for.
+#[derive(Debug, PartialEq)]
+enum Request {
+    Status,
+    /// Wait for the uploads, at most this long.
+    Sync(Option<Duration>),
+}
+
+fn parse_request(line: &str) -> Request {
+    let mut words = line.split_whitespace();
+    match words.next() {
+        Some("sync") => Request::Sync(
+            words
+                .next()
+                .and_then(|w| w.parse::<f64>().ok())
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(Duration::from_secs_f64),
+        ),
+        _ => Request::Status,
+    }
+}
+
+/// The request line of a client (a client that sends nothing wants the status).
+fn read_request(conn: &mut UnixStream) -> Request {
+    let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut buf = [0u8; 128];
+    let mut got = Vec::new();
+    while !got.contains(&b'\n') && got.len() < buf.len() {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    parse_request(&String::from_utf8_lossy(&got))
+}
+
+/// The answer to a sync: a first line `done`, `failed N` or `pending N`,
+/// then one line per file concerned.
+fn render_sync(r: &crate::fs::SyncReport) -> String {
+    let mut out = if !r.failed.is_empty() {
+        format!("failed {}\n", r.failed.len())
+    } else if r.pending > 0 {
+        format!("pending {}\n", r.pending)
+    } else {
+        "done\n".to_string()
+    };
+    for (path, why) in &r.failed {
+        out.push_str(&format!("{path}: {why} (kept in the journal)\n"));
+    }
+    for (path, ours) in &r.conflicts {
+        out.push_str(&format!(
+            "{path} changed on the server; ours was saved as {ours}\n"
+        ));
+    }
+    out
+}
+
+/// The socket of the mount on `mountpoint`, connected (the user's own mounts
+/// first, then root's, readable with allow_other).
+fn connect(mountpoint: &Path) -> Result<(PathBuf, UnixStream), String> {
     let abs =
         std::fs::canonicalize(mountpoint).map_err(|e| format!("{}: {e}", mountpoint.display()))?;
-    // The user's own mounts first, then root's (readable with allow_other).
     let mut dirs = vec![socket_dir()];
     if dirs[0] != Path::new("/run/ftpfs") {
         dirs.push(PathBuf::from("/run/ftpfs"));
     }
     let mut last = None;
     for dir in dirs {
-        let path = socket_path_in(&dir, &abs);
-        match UnixStream::connect(&path) {
-            Ok(mut s) => {
-                s.set_read_timeout(Some(ANSWER_TIMEOUT))
-                    .map_err(|e| e.to_string())?;
-                let mut text = String::new();
-                s.read_to_string(&mut text)
-                    .map_err(|e| format!("reading the status of {}: {e}", abs.display()))?;
-                return Ok(text);
-            }
+        match UnixStream::connect(socket_path_in(&dir, &abs)) {
+            Ok(s) => return Ok((abs, s)),
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                 last = Some(format!(
                     "{}: the mount belongs to another user (its status is private)",
@@ -309,6 +400,66 @@ pub fn query(mountpoint: &Path) -> Result<String, String> {
         }
     }
     Err(last.unwrap_or_else(|| format!("{}: no ftpfs mounted there answers", abs.display())))
+}
+
+/// `ftpfs sync MOUNTPOINT`: waits for the mount's uploads; an error names the
+/// files that failed or are still pending.
+pub fn sync(mountpoint: &Path, timeout: Option<f64>) -> Result<(), String> {
+    let (abs, mut s) = connect(mountpoint)?;
+    let request = match timeout {
+        Some(t) => format!("sync {t}\n"),
+        None => "sync\n".to_string(),
+    };
+    s.write_all(request.as_bytes())
+        .map_err(|e| format!("asking {} to sync: {e}", abs.display()))?;
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut text = String::new();
+    s.read_to_string(&mut text)
+        .map_err(|e| format!("waiting for {} to sync: {e}", abs.display()))?;
+    let mut lines = text.lines();
+    let head = lines.next().unwrap_or("");
+    let details: Vec<&str> = lines.collect();
+    for d in details
+        .iter()
+        .filter(|d| d.contains("changed on the server"))
+    {
+        eprintln!("ftpfs: conflict: {d}");
+    }
+    let problems: Vec<&&str> = details
+        .iter()
+        .filter(|d| !d.contains("changed on the server"))
+        .collect();
+    let list = problems
+        .iter()
+        .map(|d| format!("\n  {d}"))
+        .collect::<String>();
+    match head.split_once(' ') {
+        _ if head == "done" => Ok(()),
+        Some(("failed", n)) => Err(format!(
+            "{n} upload(s) on {} failed for good:{list}",
+            abs.display()
+        )),
+        Some(("pending", n)) => Err(format!(
+            "{n} upload(s) on {} still pending after the timeout",
+            abs.display()
+        )),
+        _ => Err(format!(
+            "{}: the mount gave no answer to sync (did it exit?)",
+            abs.display()
+        )),
+    }
+}
+
+/// Asks the mount on `mountpoint` for its report.
+pub fn query(mountpoint: &Path) -> Result<String, String> {
+    let (abs, mut s) = connect(mountpoint)?;
+    let _ = s.write_all(b"status\n");
+    s.set_read_timeout(Some(ANSWER_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)
+        .map_err(|e| format!("reading the status of {}: {e}", abs.display()))?;
+    Ok(text)
 }
 
 /// Prints the status of the ftpfs mounted on `mountpoint`.
@@ -330,6 +481,26 @@ mod tests {
         assert_eq!(a, socket_path_in(d, Path::new("/mnt/a")));
         assert_ne!(a, socket_path_in(d, Path::new("/mnt/b")));
         assert!(a.to_string_lossy().ends_with(".sock"));
+    }
+
+    #[test]
+    fn requests_and_sync_answers() {
+        assert_eq!(parse_request(""), Request::Status);
+        assert_eq!(parse_request("status\n"), Request::Status);
+        assert_eq!(parse_request("sync\n"), Request::Sync(None));
+        assert_eq!(
+            parse_request("sync 2.5\n"),
+            Request::Sync(Some(Duration::from_millis(2500)))
+        );
+        let mut r = crate::fs::SyncReport::default();
+        assert_eq!(render_sync(&r), "done\n");
+        r.pending = 3;
+        assert_eq!(render_sync(&r), "pending 3\n");
+        r.failed = vec![("/a".into(), "552 quota".into())];
+        assert_eq!(
+            render_sync(&r),
+            "failed 1\n/a: 552 quota (kept in the journal)\n"
+        );
     }
 
     #[test]
@@ -356,8 +527,15 @@ mod tests {
             pending: vec![(
                 "/www/a.txt".into(),
                 Some(10),
-                "open for writing; uploads at close",
+                "open for writing; uploads at close".into(),
             )],
+            writeback: "async, journal in /j".into(),
+            queue: crate::fs::QueueView {
+                queued: 2,
+                running: 1,
+                failed: 0,
+                conflicts: vec![("/www/b.txt".into(), "/www/b.conflict-1.txt".into())],
+            },
             bytes_up: 5 << 20,
             errors: vec![(SystemTime::UNIX_EPOCH, "STOR /x: 552 disk full".into())],
             ..Report::default()
@@ -373,6 +551,8 @@ mod tests {
             "transferred:  0 B down, 5.0 MiB up",
             "00:00:00 UTC  STOR /x: 552 disk full",
             "listings:     no lookups yet",
+            "writeback:    async, journal in /j; 2 queued, 1 uploading, 0 failed",
+            "conflict   /www/b.txt changed on the server; ours is /www/b.conflict-1.txt",
         ] {
             assert!(text.contains(want), "{want:?} missing from:\n{text}");
         }

@@ -79,6 +79,14 @@ impl FtpFs {
         if !st.phase.is_dirty() {
             return;
         }
+        if st.journal.is_some() {
+            // The journal keeps it, and the next mount uploads it.
+            log::warn!(
+                "the upload of {} is left in the journal for the next mount",
+                self.path_of(ino).unwrap_or_default()
+            );
+            return;
+        }
         let path = self.path_of(ino).unwrap_or_default();
         match st.spool.keep(&path) {
             Ok(p) => log::error!(
@@ -93,7 +101,7 @@ impl FtpFs {
 
     /// Files whose changes the server does not have yet, for `ftpfs status`:
     /// (path, size, what they wait for).
-    pub fn pending_uploads(&self) -> Vec<(String, Option<u64>, &'static str)> {
+    pub fn pending_uploads(&self) -> Vec<(String, Option<u64>, String)> {
         let slots: Vec<(u64, Arc<FileSlot>)> = lock(&self.files)
             .iter()
             .map(|(ino, s)| (*ino, Arc::clone(s)))
@@ -104,14 +112,21 @@ impl FtpFs {
             let path = self
                 .path_of(ino)
                 .unwrap_or_else(|_| format!("(inode {ino})"));
+            let queued = self.queue_reason(ino);
             let st = slot.lock();
             let why = match &st.phase {
                 Phase::Clean | Phase::Unlinked => continue,
-                Phase::Uploading { .. } => "uploading",
-                _ if retrying.contains_key(&ino) => "upload failed; retrying in the background",
-                Phase::Failed(_) if st.writers > 0 => "upload failed; open for writing",
-                _ if st.writers > 0 => "open for writing; uploads at close",
-                _ => "waiting for upload",
+                Phase::Uploading { .. } => "uploading".to_string(),
+                _ if st.writers > 0 && st.journal.is_some() => {
+                    "open for writing; saved in the journal".to_string()
+                }
+                _ if queued.is_some() => queued.unwrap_or_default(),
+                _ if retrying.contains_key(&ino) => {
+                    "upload failed; retrying in the background".to_string()
+                }
+                Phase::Failed(_) if st.writers > 0 => "upload failed; open for writing".to_string(),
+                _ if st.writers > 0 => "open for writing; uploads at close".to_string(),
+                _ => "waiting for upload".to_string(),
             };
             out.push((path, Some(st.size), why));
         }
@@ -120,11 +135,28 @@ impl FtpFs {
     }
 
     /// At exit: waits (up to `unmount_wait`) for uploads retried in the background,
-    /// with a log line for each; whatever is still unsaved after that is kept on disk.
+    /// with a log line for each; whatever is still unsaved after that is kept on
+    /// disk (in async mode: left in the journal for the next mount).
     pub fn wait_for_uploads(&self) {
-        let (pending, cv) = &*self.background;
         let started = Instant::now();
         let deadline = started + self.cfg.unmount_wait;
+        let queue = self.queue_view();
+        if queue.queued + queue.running > 0 {
+            log::warn!(
+                "waiting up to {:?} for {} queued upload(s) before exiting",
+                self.cfg.unmount_wait,
+                queue.queued + queue.running
+            );
+            let report = self.sync_uploads(Some(self.cfg.unmount_wait));
+            if report.pending > 0 {
+                log::error!(
+                    "{} upload(s) still pending at exit; the journal keeps them for the next mount",
+                    report.pending
+                );
+            }
+        }
+        self.stop_uploaders();
+        let (pending, cv) = &*self.background;
         let mut announced = HashSet::new();
         let mut p = lock(pending);
         while !p.is_empty() {

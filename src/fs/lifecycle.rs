@@ -36,6 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+use super::journal::{Base, Record};
 use super::spool::{Spool, CHANGED_DURING_UPLOAD};
 use super::streaming::Streaming;
 use crate::remote::{ErrorKind, Remote, RemoteError, RemoteResult};
@@ -124,8 +125,39 @@ pub struct FileState {
     pub no_streaming: bool,
     /// Temporary files on the server that abandoned streams left behind.
     pub orphans: Vec<String>,
+    /// What the next upload replaces on the server (for conflict checks).
+    pub base: Base,
+    /// Look at the server for a conflict before the next upload (set for
+    /// uploads resumed from the journal).
+    pub verify_base: bool,
+    /// This file's entry in the async journal, if it has one.
+    pub journal: Option<Journaled>,
     /// The generation the server has.
     uploaded: u64,
+}
+
+/// A file's entry in the journal of `writeback=async`.
+#[derive(Debug, Clone)]
+pub struct Journaled {
+    pub id: String,
+    /// The generation the journal holds.
+    pub generation: u64,
+    /// The journal's data is the spool file itself: a write must copy first.
+    pub shares_spool: bool,
+}
+
+impl FileState {
+    /// The journal record of the content as it is now.
+    pub fn record(&self, path: &str) -> Record {
+        Record {
+            path: path.to_string(),
+            size: self.size,
+            modified: self.modified,
+            mtime: self.pending_mtime,
+            mode: self.pending_mode,
+            base: self.base,
+        }
+    }
 }
 
 /// One file's shared state, and the streaming upload fed by its writers.
@@ -142,33 +174,65 @@ pub struct FileSlot {
 const WAIT_STEP: Duration = Duration::from_secs(1);
 
 impl FileSlot {
-    /// A slot whose content is `content`, `size` bytes long.
-    pub fn new(
-        spool_dir: &Path,
-        exists: bool,
-        content: Content,
-        size: u64,
-    ) -> io::Result<FileSlot> {
-        Ok(FileSlot {
-            state: Mutex::new(FileState {
-                phase: Phase::Clean,
-                content,
-                spool: Spool::new(spool_dir)?,
-                size: if content == Content::Local { 0 } else { size },
-                exists_remotely: exists,
-                maybe_remote: false,
-                modified: SystemTime::now(),
-                pending_mtime: None,
-                pending_mode: None,
-                writers: 0,
-                no_streaming: false,
-                orphans: Vec::new(),
-                uploaded: 0,
+    /// A slot whose content is `content`, `size` bytes long, replacing `base`.
+    pub fn new(spool_dir: &Path, base: Base, content: Content, size: u64) -> io::Result<FileSlot> {
+        let state = FileState {
+            phase: Phase::Clean,
+            content,
+            spool: Spool::new(spool_dir)?,
+            size: if content == Content::Local { 0 } else { size },
+            exists_remotely: base != Base::New,
+            maybe_remote: false,
+            modified: SystemTime::now(),
+            pending_mtime: None,
+            pending_mode: None,
+            writers: 0,
+            no_streaming: false,
+            orphans: Vec::new(),
+            base,
+            verify_base: false,
+            journal: None,
+            uploaded: 0,
+        };
+        Ok(FileSlot::with_state(state))
+    }
+
+    /// A slot for an upload found in the journal at mount time: dirty, its
+    /// content the journal's data (shared, not copied).
+    pub fn recovered(spool: Spool, id: String, record: &Record) -> FileSlot {
+        let slot = FileSlot::with_state(FileState {
+            phase: Phase::Dirty,
+            content: Content::Local,
+            spool,
+            size: record.size,
+            exists_remotely: record.base != Base::New,
+            maybe_remote: record.base == Base::New,
+            modified: record.modified,
+            pending_mtime: record.mtime,
+            pending_mode: record.mode,
+            writers: 0,
+            no_streaming: true,
+            orphans: Vec::new(),
+            base: record.base,
+            verify_base: true,
+            journal: Some(Journaled {
+                id,
+                generation: 1,
+                shares_spool: true,
             }),
+            uploaded: 0,
+        });
+        slot.generation.store(1, Ordering::SeqCst);
+        slot
+    }
+
+    fn with_state(state: FileState) -> FileSlot {
+        FileSlot {
+            state: Mutex::new(state),
             changed: Condvar::new(),
             generation: Arc::new(AtomicU64::new(0)),
             stream: Mutex::new(None),
-        })
+        }
     }
 
     pub fn lock(&self) -> MutexGuard<'_, FileState> {
@@ -290,6 +354,12 @@ impl FileSlot {
             Ok(landed) => {
                 st.exists_remotely = true;
                 st.uploaded = job.generation;
+                // What the server now has; its own time for it is not known.
+                st.base = Base::Remote {
+                    size: job.size,
+                    mtime: None,
+                };
+                st.verify_base = false;
                 if landed.mode_applied {
                     st.pending_mode = None;
                 }

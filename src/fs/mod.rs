@@ -1,10 +1,14 @@
 //! The filesystem logic: FUSE-shaped operations (lookup, readdir, read...) over a
 //! [`Remote`], with no FUSE types and no FTP types, so it is testable in memory.
 
+#[cfg(test)]
+mod async_tests;
+mod async_writeback;
 mod background;
 #[cfg(any(test, feature = "testing"))]
 pub mod faulty;
 pub mod inodes;
+pub mod journal;
 pub mod lifecycle;
 #[cfg(test)]
 mod lifecycle_tests;
@@ -24,6 +28,7 @@ mod write_ops;
 mod write_tests;
 mod writeback;
 
+pub use async_writeback::{QueueView, SyncReport};
 pub use namespace::RenameMode;
 pub use write_ops::SetAttr;
 
@@ -67,6 +72,16 @@ pub struct CacheStats {
     pub block_capacity: u64,
 }
 
+/// When close() returns, relative to the upload of what was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writeback {
+    /// close() uploads and returns the upload's error (the default).
+    Close,
+    /// close() returns once the content is durable in the journal; uploads run
+    /// in the background.
+    Async,
+}
+
 /// Settings of the filesystem logic.
 #[derive(Debug, Clone)]
 pub struct FsConfig {
@@ -88,6 +103,11 @@ pub struct FsConfig {
     pub upload_mode: UploadMode,
     /// How long unmount waits for uploads still running.
     pub unmount_wait: Duration,
+    pub writeback: Writeback,
+    /// The journal of pending uploads (async mode, and resuming at mount).
+    pub journal_dir: Option<PathBuf>,
+    /// Background uploads at once in async mode.
+    pub upload_workers: usize,
 }
 
 impl Default for FsConfig {
@@ -104,6 +124,9 @@ impl Default for FsConfig {
             spool_dir: std::env::temp_dir(),
             upload_mode: UploadMode::Atomic,
             unmount_wait: Duration::from_secs(120),
+            writeback: Writeback::Close,
+            journal_dir: None,
+            upload_workers: 3,
         }
     }
 }
@@ -180,6 +203,10 @@ pub struct FtpFs {
     me: Weak<FtpFs>,
     /// Uploads retried in the background after close: (inode -> path, signal).
     background: Arc<(Mutex<HashMap<u64, String>>, Condvar)>,
+    /// Where pending uploads are kept durably (async mode).
+    journal: Option<journal::Journal>,
+    /// The background uploaders of async mode.
+    uploader: async_writeback::Uploader,
 }
 
 /// Above this many inodes, those the kernel does not hold are pruned.
@@ -189,7 +216,19 @@ pub(crate) use crate::sync::lock;
 
 impl FtpFs {
     pub fn new(remote: Arc<dyn Remote>, cfg: FsConfig) -> Self {
+        let journal =
+            cfg.journal_dir
+                .as_deref()
+                .and_then(|dir| match journal::Journal::open(dir) {
+                    Ok(j) => Some(j),
+                    Err(e) => {
+                        log::error!("cannot open the journal in {}: {e}", dir.display());
+                        None
+                    }
+                });
         FtpFs {
+            journal,
+            uploader: Default::default(),
             meta: MetaCache::new(cfg.cache_timeout, cfg.max_cached_entries),
             blocks: Arc::new(BlockCache::new(cfg.block_cache)),
             remote,

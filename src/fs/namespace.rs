@@ -208,6 +208,8 @@ impl FtpFs {
             };
             (on_server, std::mem::take(&mut st.orphans), phase)
         };
+        // A pending upload is cancelled: the journal lets go of it too.
+        self.unjournal_if_saved(&slot);
         leftovers.extend(stream.map(super::streaming::Streaming::abandon));
         for temp in leftovers
             .iter()
@@ -227,14 +229,24 @@ impl FtpFs {
         let (Some(slot), Some(phase)) = (self.slot(ino), dropped.phase) else {
             return;
         };
-        let mut st = slot.lock();
-        if st.phase == Phase::Unlinked {
-            st.no_streaming = true;
-            st.phase = match phase {
-                Phase::Uploading { .. } => Phase::Dirty,
-                other => other,
-            };
-            slot.notify();
+        let restored = {
+            let mut st = slot.lock();
+            let restored = st.phase == Phase::Unlinked;
+            if restored {
+                st.no_streaming = true;
+                st.phase = match phase {
+                    Phase::Uploading { .. } => Phase::Dirty,
+                    other => other,
+                };
+                slot.notify();
+            }
+            restored
+        };
+        // Back in the journal, if async mode had it there.
+        if restored && self.is_async() {
+            if let Err(Errno(e)) = self.journal_now(ino) {
+                log::error!("cannot put a file back into the journal (errno {e})");
+            }
         }
     }
 
@@ -277,8 +289,12 @@ impl FtpFs {
                 (false, false) => {}
             }
         }
-        // A file with unsaved changes is saved under its old name first.
+        // A file with unsaved changes is saved under its old name first; so
+        // are the files in a directory (the journal knows them by path).
         let src_ino = lock(&self.inodes).get(parent, name);
+        if src.kind == EntryKind::Dir {
+            self.save_all_under(&from)?;
+        }
         let mut src = src;
         if let Some(ino) = src_ino {
             self.upload(ino)?;
@@ -324,11 +340,25 @@ impl FtpFs {
             if let Some(slot) = self.slot(t) {
                 slot.lock().phase = Phase::Unlinked;
                 slot.notify();
+                self.unjournal_if_saved(&slot);
             }
         }
         lock(&self.inodes).rename(parent, name, new_parent, new_name);
         self.touch_dir(parent);
         self.touch_dir(new_parent);
+        Ok(())
+    }
+
+    /// Uploads every file with unsaved changes under directory `dir`.
+    fn save_all_under(&self, dir: &str) -> FsResult<()> {
+        let prefix = format!("{dir}/");
+        let inos: Vec<u64> = lock(&self.files).keys().copied().collect();
+        for ino in inos {
+            let under = self.path_of(ino).is_ok_and(|p| p.starts_with(&prefix));
+            if under {
+                self.upload(ino)?;
+            }
+        }
         Ok(())
     }
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tempfile::NamedTempFile;
+use tempfile::{NamedTempFile, TempPath};
 
 use crate::copy::CopyError;
 use crate::remote::{ErrorKind, RemoteError, RemoteResult};
@@ -40,7 +40,27 @@ impl Spool {
         })
     }
 
-    fn file(&self) -> &File {
+    /// A spool over `data` (a journal entry's content) without copying it: a
+    /// second name for it in `dir`, removed with the spool.
+    pub fn adopt(dir: &Path, data: &Path) -> io::Result<Spool> {
+        static ADOPTED: AtomicU64 = AtomicU64::new(0);
+        let n = ADOPTED.fetch_add(1, Ordering::Relaxed);
+        let name = dir.join(format!("spool-journal-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_file(&name);
+        std::fs::hard_link(data, &name)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&name)?;
+        Ok(Spool {
+            file: Arc::new(NamedTempFile::from_parts(
+                file,
+                TempPath::try_from_path(name)?,
+            )),
+        })
+    }
+
+    pub fn file(&self) -> &File {
         self.file.as_file()
     }
 

@@ -5,6 +5,7 @@
 use std::sync::Mutex;
 use std::time::SystemTime;
 
+use super::journal::Base;
 use super::lifecycle::{temp_path_for, Content, FileSlot, FileState, Phase, UploadMode};
 use super::reader::{Bytes, FileKey, Reader};
 use super::streaming::Streaming;
@@ -55,7 +56,7 @@ impl FtpFs {
             } else {
                 Content::Remote
             };
-            let slot = self.slot_or_new(ino, true, content, e.size, true)?;
+            let slot = self.slot_or_new(ino, Base::of(&e), content, e.size, true)?;
             if flags & libc::O_TRUNC != 0 {
                 self.resize(&slot, &path, 0)?;
                 self.content_changed(ino);
@@ -119,7 +120,7 @@ impl FtpFs {
             return Ok((self.getattr(attr.ino)?, fh));
         }
         let ino = lock(&self.inodes).lookup(parent, name);
-        let slot = self.slot_or_new(ino, false, Content::Local, 0, true)?;
+        let slot = self.slot_or_new(ino, Base::New, Content::Local, 0, true)?;
         {
             let mut st = slot.lock();
             // even an empty new file must reach the server
@@ -187,6 +188,7 @@ impl FtpFs {
         // streaming upload sends); the state's lock is held for the spool write only.
         let mut stream = lock(&slot.stream);
         let mut st = slot.local(&*self.remote, &path, &self.cfg.spool_dir)?;
+        self.detach_from_journal(&mut st)?;
         st.spool.write_at(offset, data)?;
         let was = st.size;
         st.size = was.max(offset + data.len() as u64);
@@ -220,7 +222,9 @@ impl FtpFs {
         size_before: u64,
     ) -> Option<String> {
         let private = !st.exists_remotely && st.pending_mode.is_some_and(|m| m & 0o044 != 0o044);
+        // In async mode close() must not wait for a stream's last reply.
         if self.cfg.upload_mode != UploadMode::Atomic
+            || self.is_async()
             || private
             || st.no_streaming
             || st.phase == Phase::Unlinked
@@ -276,15 +280,41 @@ impl FtpFs {
         }
     }
 
-    /// flush(2) and fsync(2): make the server's copy complete; the upload's error
-    /// is the caller's error.
+    /// flush(2), at every close(): make the server's copy complete, and the
+    /// upload's error the caller's error; in async mode, make the content
+    /// durable in the journal instead (the upload follows in the background).
     pub fn flush(&self, fh: u64) -> FsResult<()> {
         let handle = self.handle(fh)?;
         match handle.as_ref() {
             Handle::File {
                 ino, write: true, ..
+            } if self.is_async() => self.journal_now(*ino),
+            Handle::File {
+                ino, write: true, ..
             } => self.upload(*ino),
             _ => Ok(()),
+        }
+    }
+
+    /// The changes of `ino` are to take effect now (a truncate of a closed
+    /// file): uploaded, or in async mode, journaled and queued by the close.
+    fn save_now(&self, ino: u64) -> FsResult<()> {
+        if self.is_async() {
+            self.journal_now(ino)
+        } else {
+            self.upload(ino)
+        }
+    }
+
+    /// In async mode, the journal learns a changed attribute of a file it holds.
+    fn journal_if_async(&self, ino: u64) -> FsResult<()> {
+        let journaled = self
+            .slot(ino)
+            .is_some_and(|slot| slot.lock().journal.is_some());
+        if self.is_async() && journaled {
+            self.journal_now(ino)
+        } else {
+            Ok(())
         }
     }
 
@@ -345,7 +375,9 @@ impl FtpFs {
             st.writers = st.writers.saturating_sub(1);
             st.writers == 0 && matches!(st.phase, Phase::Dirty | Phase::Failed(_))
         };
-        if retry {
+        if retry && self.is_async() {
+            self.queue_upload(ino);
+        } else if retry {
             self.retry_in_background(ino);
         } else {
             self.forget_slot_if_idle(ino);
@@ -376,6 +408,9 @@ impl FtpFs {
                 }
                 dirty
             });
+            if pending {
+                self.journal_if_async(ino)?;
+            }
             if !pending {
                 if ino == super::inodes::ROOT {
                     self.remember_mtime(ino, whole_seconds(t), None);
@@ -398,13 +433,13 @@ impl FtpFs {
         } else {
             Content::Remote
         };
-        let slot = self.slot_or_new(ino, true, content, e.size, true)?;
+        let slot = self.slot_or_new(ino, Base::of(&e), content, e.size, true)?;
         let resized = self.resize(&slot, &path, size);
         self.content_changed(ino);
         // truncate(2) on a file nobody has open takes effect at once.
         let alone = slot.lock().writers == 1;
         let uploaded = if alone && resized.is_ok() {
-            self.upload(ino)
+            self.save_now(ino)
         } else {
             Ok(())
         };
@@ -421,6 +456,7 @@ impl FtpFs {
         } else {
             slot.local(&*self.remote, path, &self.cfg.spool_dir)?
         };
+        self.detach_from_journal(&mut st)?;
         st.spool.set_len(size)?;
         let was = st.size;
         st.size = size;
@@ -446,13 +482,18 @@ impl FtpFs {
     fn chmod(&self, ino: u64, mode: u32) -> FsResult<()> {
         if let Some(slot) = self.slot(ino) {
             let mut st = slot.lock();
-            if !st.exists_remotely {
-                st.pending_mode = Some(mode);
-                return Ok(());
-            }
-            if st.phase.is_dirty() {
+            let dirty = st.phase.is_dirty();
+            if !st.exists_remotely || dirty {
                 // The upload on its way replaces the file: it must carry the mode too.
                 st.pending_mode = Some(mode);
+            }
+            let only_local = !st.exists_remotely;
+            drop(st);
+            if dirty {
+                self.journal_if_async(ino)?;
+            }
+            if only_local {
+                return Ok(());
             }
         }
         if ino == super::inodes::ROOT {

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::journal::Base;
 use super::lifecycle::{superseded, Content, FileSlot, Landed, Phase, UploadJob, UploadMode};
 use super::meta::split_path;
 use super::{lock, Errno, FsResult, FtpFs};
@@ -35,12 +36,12 @@ impl FtpFs {
     }
 
     /// The shared state of `ino`, created if there is none (`content` and `size`
-    /// describe a new one). With `writer`, counts one more writing handle, under
+    /// describe a new one, replacing `base` on the server). With `writer`, counts one more writing handle, under
     /// the map's lock, so that no release can drop the state in between.
     pub(super) fn slot_or_new(
         &self,
         ino: u64,
-        exists: bool,
+        base: Base,
         content: Content,
         size: u64,
         writer: bool,
@@ -49,7 +50,7 @@ impl FtpFs {
         let slot = match files.get(&ino) {
             Some(s) => Arc::clone(s),
             None => {
-                let s = FileSlot::new(&self.cfg.spool_dir, exists, content, size).map_err(|e| {
+                let s = FileSlot::new(&self.cfg.spool_dir, base, content, size).map_err(|e| {
                     log::error!(
                         "cannot create a spool file in {}: {e}",
                         self.cfg.spool_dir.display()
@@ -207,7 +208,8 @@ impl FtpFs {
     /// upload was waiting goes to the server now.
     fn uploaded(&self, ino: u64, job: &UploadJob, path: &str) {
         lock(&self.opened_versions).remove(&ino);
-        let mtime = self.slot(ino).and_then(|s| s.lock().pending_mtime.take());
+        let slot = self.slot(ino);
+        let mtime = slot.as_ref().and_then(|s| s.lock().pending_mtime.take());
         match mtime {
             Some(t) => {
                 if let Err(Errno(e)) = self.store_mtime(ino, path, t, false) {
@@ -217,6 +219,9 @@ impl FtpFs {
             // The server's own time is within a second or two of ours; show ours
             // throughout, so the time does not jump when the listing is refreshed.
             None => self.remember_mtime(ino, whole_seconds(job.modified), None),
+        }
+        if let Some(slot) = slot {
+            self.unjournal_if_saved(&slot);
         }
         if !job.exists_remotely {
             let parent = lock(&self.inodes).parent(ino);
