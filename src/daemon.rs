@@ -187,14 +187,35 @@ pub fn spool_dir(configured: Option<&Path>) -> Result<PathBuf, String> {
 
 /// The journal directory of one server: `BASE/journal-HASH`, where HASH is of
 /// `server` (user, host, port and path; no password), so that every mount of
-/// the same server with the same cache_dir shares it. The server's name is
-/// written next to it for people who look.
-pub fn journal_dir(configured: Option<&Path>, server: &str) -> Result<PathBuf, String> {
+/// the same server with the same cache_dir shares it. With `create` it is
+/// made if need be (async mode), else only an existing one is returned (to
+/// resume what an async mount left). The server's name is written next to it
+/// for people who look.
+pub fn journal_dir(
+    configured: Option<&Path>,
+    server: &str,
+    create: bool,
+) -> Result<Option<PathBuf>, String> {
     let hash = crate::status::fnv1a(server.as_bytes());
     let dir = cache_base(configured).join(format!("journal-{hash:016x}"));
+    if !create {
+        return Ok(dir.is_dir().then_some(dir));
+    }
     private_dir(&dir, "journal")?;
     let _ = std::fs::write(dir.join("SERVER"), format!("{server}\n"));
-    Ok(dir)
+    Ok(Some(dir))
+}
+
+/// Removes a journal directory that holds nothing pending any more.
+pub fn remove_journal_if_empty(dir: &Path) {
+    let pending = std::fs::read_dir(dir).map(|rd| {
+        rd.flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".entry"))
+    });
+    if pending.is_ok_and(|p| !p) {
+        let _ = std::fs::remove_file(dir.join("SERVER"));
+        let _ = std::fs::remove_dir(dir);
+    }
 }
 
 /// Raises the limit of open files to the hard limit: every file pending in

@@ -209,12 +209,17 @@ fn run(args: Args) -> Result<(), String> {
         },
         writeback: opts.writeback,
         // Uploads left by an earlier mount are resumed whatever the mode.
-        journal_dir: Some(daemon::journal_dir(opts.cache_dir.as_deref(), &display)?),
+        journal_dir: daemon::journal_dir(
+            opts.cache_dir.as_deref(),
+            &display,
+            opts.writeback == fs::Writeback::Async,
+        )?,
         // Transfers may take all connections but one (kept for listings).
         upload_workers: opts.connections.saturating_sub(1).max(1),
         ..fs::FsConfig::default()
     };
     let spool_dir = fs_cfg.spool_dir.clone();
+    let journal_dir = fs_cfg.journal_dir.clone();
 
     let mut ready = if foreground {
         daemon::ReadyPipe::none()
@@ -290,5 +295,8 @@ fn run(args: Args) -> Result<(), String> {
     remote.pool().close_idle();
     // Empty unless an upload failed for good (its data is kept there, and logged).
     let _ = std::fs::remove_dir(&spool_dir);
+    if let Some(dir) = &journal_dir {
+        daemon::remove_journal_if_empty(dir);
+    }
     result.map_err(|e| format!("session ended with an error: {e}"))
 }

@@ -268,20 +268,15 @@ impl FtpFs {
     }
 
     /// Whether the server's file is no longer the one our upload replaces,
-    /// looked up in a fresh listing.
+    /// looked up in a fresh listing (asked of the server directly: the cached
+    /// one stays, for lookups while the server is away).
     fn conflict_check(&self, slot: &FileSlot, path: &str) -> Result<bool, RemoteError> {
         let Some((dir, name)) = split_path(path) else {
             return Ok(false);
         };
-        self.meta.invalidate(dir);
-        let listing = self.listing(dir).map_err(|Errno(e)| {
-            RemoteError::new(
-                crate::remote::ErrorKind::Connection,
-                format!("listing {dir}: {}", std::io::Error::from_raw_os_error(e)),
-            )
-        })?;
+        let entries = self.remote.list(dir)?;
         let base = slot.lock().base;
-        Ok(base.conflicts_with(listing.get(name)))
+        Ok(base.conflicts_with(entries.iter().find(|e| e.name == name)))
     }
 
     /// The server's file changed while ours waited: ours goes next to it.

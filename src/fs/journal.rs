@@ -49,7 +49,9 @@ impl Base {
     /// one this base describes. Times compare to the minute, as LIST shows them.
     pub fn conflicts_with(&self, now: Option<&crate::remote::Entry>) -> bool {
         match (self, now) {
-            (Base::New, now) => now.is_some(),
+            // An empty file holds nothing to lose (a private new file is
+            // created empty before its content goes up).
+            (Base::New, now) => now.is_some_and(|e| e.size > 0),
             // Gone from the server: nothing of anyone else's to overwrite.
             (Base::Remote { .. }, None) => false,
             (Base::Remote { size, mtime }, Some(e)) => {
@@ -365,7 +367,8 @@ mod tests {
         let later = t + Duration::from_secs(3600);
         assert!(base.conflicts_with(Some(&entry(10, Some(later)))));
         assert!(!base.conflicts_with(Some(&entry(10, None))));
-        assert!(Base::New.conflicts_with(Some(&entry(0, None))));
+        assert!(Base::New.conflicts_with(Some(&entry(1, None))));
+        assert!(!Base::New.conflicts_with(Some(&entry(0, None))));
         assert!(!Base::New.conflicts_with(None));
     }
 

@@ -332,6 +332,7 @@ impl FileSlot {
             pending_mode: st.pending_mode,
             orphans: std::mem::take(&mut st.orphans),
             streamed,
+            new_via_temp: false,
         })
     }
 
@@ -415,6 +416,10 @@ pub struct UploadJob {
     pending_mode: Option<u32>,
     orphans: Vec<String>,
     streamed: Option<Streaming>,
+    /// A new file goes to a temporary name first too, so that a crash never
+    /// leaves part of it under its name (async mode: the journal resumes it,
+    /// and an unknown file under the name would be a conflict).
+    pub new_via_temp: bool,
 }
 
 /// What a successful upload did besides the content.
@@ -462,8 +467,11 @@ impl UploadJob {
             }
         }
         let mut landed = Landed::default();
-        // A new file has nothing to protect: it goes straight to its name.
-        let direct = mode == UploadMode::Direct || !self.exists_remotely;
+        // A new file has nothing to protect: it goes straight to its name
+        // (unless a crash must not leave part of it there).
+        let new_direct =
+            !self.exists_remotely && (!self.new_via_temp || self.private_mode().is_some());
+        let direct = mode == UploadMode::Direct || new_direct;
         match streamed {
             Some(temp) if temp == path => {}
             Some(temp) => replace(remote, &temp, path)?,

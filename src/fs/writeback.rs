@@ -170,7 +170,8 @@ impl FtpFs {
             st.pending_mode = old_mode.filter(|m| *m != DEFAULT_FILE_MODE);
         }
         let dir = snapshot.then_some(self.cfg.spool_dir.as_path());
-        let job = slot.begin_upload(&mut st, stream.take(), dir)?;
+        let mut job = slot.begin_upload(&mut st, stream.take(), dir)?;
+        job.new_via_temp = self.is_async();
         Ok(Some(job))
     }
 
