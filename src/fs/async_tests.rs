@@ -219,3 +219,37 @@ fn a_rewrite_of_a_pending_file_keeps_the_journal_copy_intact() {
     assert_eq!(fs.sync_uploads(SYNC_LIMIT), SyncReport::default());
     assert_eq!(r.content("/f.txt").as_deref(), Some(&b"second"[..]));
 }
+
+#[test]
+fn an_upload_that_landed_before_the_crash_is_not_a_conflict() {
+    let r = Arc::new(MemoryRemote::new());
+    let d = dirs();
+    // The crash came after the rename put the file in place, before the
+    // journal entry went: the server has exactly our content.
+    r.add_file("/x.txt", b"landed");
+    let j = Journal::open(d.journal.path()).expect("journal");
+    let data = d.journal.path().join("content");
+    std::fs::write(&data, b"landed").expect("write");
+    let f = std::fs::File::open(&data).expect("open");
+    j.save_data("1-1-0", &f, &data).expect("data");
+    let record = super::journal::Record {
+        path: "/x.txt".into(),
+        size: 6,
+        modified: std::time::SystemTime::now(),
+        mtime: None,
+        mode: None,
+        base: super::journal::Base::New,
+    };
+    j.save_record("1-1-0", &record).expect("record");
+    std::fs::remove_file(&data).expect("rm");
+
+    let fs = mount(&r, d.spool.path(), d.journal.path());
+    fs.resume_journal();
+    let report = fs.sync_uploads(SYNC_LIMIT);
+    assert_eq!(report, SyncReport::default());
+    assert_eq!(
+        r.paths().iter().filter(|p| p.contains("conflict")).count(),
+        0
+    );
+    assert!(pending_in(d.journal.path()).is_empty());
+}

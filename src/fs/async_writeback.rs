@@ -38,6 +38,16 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How often an idle uploader looks at the queue even without a signal.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
+/// What the server has where a pending upload goes.
+enum Verdict {
+    /// What the upload replaces: go ahead.
+    Ours,
+    /// Our content already.
+    AlreadyThere,
+    /// Someone else's file.
+    Theirs,
+}
+
 /// How one background upload ended.
 #[derive(Debug)]
 enum Outcome {
@@ -181,21 +191,25 @@ impl FtpFs {
     }
 
     /// Drops the journal entry of `slot` once the server has what it holds (or
-    /// the file is gone from the mount).
-    pub(super) fn unjournal_if_saved(&self, slot: &FileSlot) {
+    /// the file is gone from the mount). An entry for a newer version stays,
+    /// and learns what the server now has (`path`): the upload it waits for
+    /// replaces that, not the file the entry first recorded.
+    pub(super) fn unjournal_if_saved(&self, slot: &FileSlot, path: Option<&str>) {
         let Some(journal) = &self.journal else {
             return;
         };
         let mut st = slot.lock();
-        let saved = st
-            .journal
-            .as_ref()
-            .is_some_and(|j| slot.has_uploaded(&st, j.generation));
-        if saved {
-            if let Some(j) = st.journal.take() {
-                if let Err(e) = journal.remove(&j.id) {
-                    log::warn!("cannot remove journal entry {}: {e}", j.id);
-                }
+        let Some(j) = st.journal.clone() else {
+            return;
+        };
+        if slot.has_uploaded(&st, j.generation) {
+            st.journal = None;
+            if let Err(e) = journal.remove(&j.id) {
+                log::warn!("cannot remove journal entry {}: {e}", j.id);
+            }
+        } else if let Some(path) = path {
+            if let Err(e) = journal.save_record(&j.id, &st.record(path)) {
+                log::warn!("cannot update journal entry {}: {e}", j.id);
             }
         }
     }
@@ -246,8 +260,9 @@ impl FtpFs {
         let verify = slot.lock().verify_base || attempt > 0;
         if verify {
             match self.conflict_check(&slot, &path) {
-                Ok(false) => {}
-                Ok(true) => return self.upload_as_conflict(ino, &slot, &path),
+                Ok(Verdict::Ours) => {}
+                Ok(Verdict::AlreadyThere) => return self.already_uploaded(ino, &slot),
+                Ok(Verdict::Theirs) => return self.upload_as_conflict(ino, &slot, &path),
                 Err(e) => return Outcome::Retry(e.message),
             }
         }
@@ -267,16 +282,54 @@ impl FtpFs {
         }
     }
 
-    /// Whether the server's file is no longer the one our upload replaces,
-    /// looked up in a fresh listing (asked of the server directly: the cached
-    /// one stays, for lookups while the server is away).
-    fn conflict_check(&self, slot: &FileSlot, path: &str) -> Result<bool, RemoteError> {
+    /// Whether the server's file is still the one our upload replaces, looked
+    /// up in a fresh listing (asked of the server directly: the cached one stays,
+    /// for lookups while the server is away). A changed file that holds exactly
+    /// our content is our own upload, whose end a crash cut off.
+    fn conflict_check(&self, slot: &FileSlot, path: &str) -> Result<Verdict, RemoteError> {
         let Some((dir, name)) = split_path(path) else {
-            return Ok(false);
+            return Ok(Verdict::Ours);
         };
         let entries = self.remote.list(dir)?;
-        let base = slot.lock().base;
-        Ok(base.conflicts_with(entries.iter().find(|e| e.name == name)))
+        let now = entries.iter().find(|e| e.name == name);
+        let (base, spool, size) = {
+            let st = slot.lock();
+            (st.base, st.spool.clone(), st.size)
+        };
+        if !base.conflicts_with(now) {
+            return Ok(Verdict::Ours);
+        }
+        if now.is_some_and(|e| e.size == size) {
+            let mut theirs = Vec::new();
+            let src = self.remote.open_read(path, 0)?;
+            std::io::Read::read_to_end(&mut std::io::Read::take(src, size + 1), &mut theirs)
+                .map_err(|e| {
+                    RemoteError::new(
+                        crate::remote::ErrorKind::Connection,
+                        format!("RETR {path}: {e}"),
+                    )
+                })?;
+            let ours = spool.read_at(0, size, size)?;
+            if theirs == ours {
+                return Ok(Verdict::AlreadyThere);
+            }
+        }
+        Ok(Verdict::Theirs)
+    }
+
+    /// The server has our content already: the file is clean.
+    fn already_uploaded(&self, ino: u64, slot: &FileSlot) -> Outcome {
+        {
+            let mut st = slot.lock();
+            if st.phase.is_dirty() && !matches!(st.phase, Phase::Uploading { .. }) {
+                st.phase = Phase::Clean;
+                st.exists_remotely = true;
+            }
+            slot.notify();
+        }
+        self.unjournal_if_saved(slot, None);
+        self.forget_slot_if_idle(ino);
+        Outcome::Done
     }
 
     /// The server's file changed while ours waited: ours goes next to it.
@@ -307,7 +360,7 @@ impl FtpFs {
             st.phase = Phase::Unlinked;
             slot.notify();
         }
-        self.unjournal_if_saved(slot);
+        self.unjournal_if_saved(slot, None);
         if let Some((dir, _)) = split_path(path) {
             self.meta.invalidate(dir);
         }
@@ -431,10 +484,16 @@ impl FtpFs {
         q.queued.contains(&ino).then(|| "queued for upload".into())
     }
 
-    /// At unmount: stops the uploaders (running uploads finish).
-    pub(super) fn stop_uploaders(&self) {
-        lock(&self.uploader.queue).stop = true;
+    /// At unmount: stops the uploaders, and waits (up to `unmount_wait`) for
+    /// the uploads they are running to end.
+    pub fn stop_uploaders(&self) {
+        let deadline = Instant::now() + self.cfg.unmount_wait;
+        let mut q = lock(&self.uploader.queue);
+        q.stop = true;
         self.uploader.changed.notify_all();
+        while !q.running.is_empty() && Instant::now() < deadline {
+            q = crate::sync::wait(&self.uploader.changed, q, IDLE_POLL);
+        }
     }
 }
 

@@ -209,7 +209,7 @@ impl FtpFs {
             (on_server, std::mem::take(&mut st.orphans), phase)
         };
         // A pending upload is cancelled: the journal lets go of it too.
-        self.unjournal_if_saved(&slot);
+        self.unjournal_if_saved(&slot, None);
         leftovers.extend(stream.map(super::streaming::Streaming::abandon));
         for temp in leftovers
             .iter()
@@ -340,7 +340,7 @@ impl FtpFs {
             if let Some(slot) = self.slot(t) {
                 slot.lock().phase = Phase::Unlinked;
                 slot.notify();
-                self.unjournal_if_saved(&slot);
+                self.unjournal_if_saved(&slot, None);
             }
         }
         lock(&self.inodes).rename(parent, name, new_parent, new_name);

@@ -483,7 +483,10 @@ impl FtpFs {
         if let Some(slot) = self.slot(ino) {
             let mut st = slot.lock();
             let dirty = st.phase.is_dirty();
-            if !st.exists_remotely || dirty {
+            if !st.exists_remotely {
+                // A new file gets the servers' usual mode without a SITE CHMOD.
+                st.pending_mode = (mode != DEFAULT_FILE_MODE).then_some(mode);
+            } else if dirty {
                 // The upload on its way replaces the file: it must carry the mode too.
                 st.pending_mode = Some(mode);
             }

@@ -222,7 +222,7 @@ impl FtpFs {
             None => self.remember_mtime(ino, whole_seconds(job.modified), None),
         }
         if let Some(slot) = slot {
-            self.unjournal_if_saved(&slot);
+            self.unjournal_if_saved(&slot, Some(path));
         }
         if !job.exists_remotely {
             let parent = lock(&self.inodes).parent(ino);
