@@ -253,3 +253,31 @@ fn an_upload_that_landed_before_the_crash_is_not_a_conflict() {
     );
     assert!(pending_in(d.journal.path()).is_empty());
 }
+
+#[test]
+fn a_file_stays_visible_while_its_first_upload_lands() {
+    let r = Arc::new(MemoryRemote::new());
+    r.add_dir("/d");
+    let d = dirs();
+    let fs = mount(&r, d.spool.path(), d.journal.path());
+    let dir = fs.lookup(inodes::ROOT, "d").expect("lookup d").ino;
+    for i in 0..300 {
+        let name = format!("f{i}");
+        let (attr, fh) = fs.create(dir, &name, 0o644, libc::O_RDWR).expect("create");
+        fs.write(fh, 0, b"zz").expect("write");
+        fs.flush(fh).expect("flush");
+        fs.release(fh);
+        let ino = fs
+            .lookup(dir, &name)
+            .unwrap_or_else(|e| panic!("lookup {name}: {e:?}"))
+            .ino;
+        assert_eq!(ino, attr.ino);
+        let set = SetAttr {
+            size: Some(9),
+            ..SetAttr::default()
+        };
+        fs.setattr(ino, &set)
+            .unwrap_or_else(|e| panic!("truncate {name} (round {i}): {e:?}"));
+    }
+    assert_eq!(fs.sync_uploads(SYNC_LIMIT), SyncReport::default());
+}

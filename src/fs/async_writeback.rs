@@ -564,7 +564,14 @@ fn finish_job(fs: &FtpFs, ino: u64, attempt: u32, outcome: Outcome) {
             Outcome::Done => {
                 q.attempts.remove(&ino);
                 q.last_error.remove(&ino);
-                if !again {
+                // Changed while it was uploaded, and closed: the newer version next.
+                let newer = fs.slot(ino).is_some_and(|s| {
+                    let st = s.lock();
+                    st.writers == 0 && st.phase.is_dirty()
+                });
+                if newer {
+                    q.make_ready(ino);
+                } else if !again {
                     q.queued.remove(&ino);
                 }
             }

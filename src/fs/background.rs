@@ -72,19 +72,20 @@ impl FtpFs {
     /// Gives up on the unsaved changes of `ino`: keeps a copy of them in the
     /// spool directory and says where.
     fn keep_unsaved(&self, ino: u64) {
-        let Some(slot) = lock(&self.files).remove(&ino) else {
-            return;
-        };
-        let st = slot.lock();
-        if !st.phase.is_dirty() {
-            return;
-        }
-        if st.journal.is_some() {
+        let journaled = self.slot(ino).is_some_and(|s| s.lock().journal.is_some());
+        if journaled {
             // The journal keeps it, and the next mount uploads it.
             log::warn!(
                 "the upload of {} is left in the journal for the next mount",
                 self.path_of(ino).unwrap_or_default()
             );
+            return;
+        }
+        let Some(slot) = lock(&self.files).remove(&ino) else {
+            return;
+        };
+        let st = slot.lock();
+        if !st.phase.is_dirty() {
             return;
         }
         let path = self.path_of(ino).unwrap_or_default();

@@ -132,6 +132,9 @@ pub struct FileState {
     pub verify_base: bool,
     /// This file's entry in the async journal, if it has one.
     pub journal: Option<Journaled>,
+    /// Uploads between their start and the end of their clean-up: an unlink or a
+    /// rename over the file waits for them, so that nothing lands after it.
+    pub uploads_running: usize,
     /// The generation the server has.
     uploaded: u64,
 }
@@ -192,6 +195,7 @@ impl FileSlot {
             base,
             verify_base: false,
             journal: None,
+            uploads_running: 0,
             uploaded: 0,
         };
         Ok(FileSlot::with_state(state))
@@ -220,6 +224,7 @@ impl FileSlot {
                 generation: 1,
                 shares_spool: true,
             }),
+            uploads_running: 0,
             uploaded: 0,
         });
         slot.generation.store(1, Ordering::SeqCst);
@@ -322,6 +327,7 @@ impl FileSlot {
             None => (st.spool.clone(), Some(Arc::clone(&self.generation))),
         };
         st.phase = Phase::Uploading { generation };
+        st.uploads_running += 1;
         Ok(UploadJob {
             generation,
             size: st.size,
@@ -334,6 +340,21 @@ impl FileSlot {
             streamed,
             new_via_temp: false,
         })
+    }
+
+    /// Marks the file gone from the mount (unlinked, or replaced by a rename)
+    /// and waits for uploads still running to end, so that whatever the caller
+    /// does on the server next comes after them.
+    pub fn unlink_and_settle<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, FileState>,
+    ) -> MutexGuard<'a, FileState> {
+        st.phase = Phase::Unlinked;
+        self.notify();
+        while st.uploads_running > 0 {
+            st = self.wait(st);
+        }
+        st
     }
 
     /// Whether the server has generation `want` or a later one (or never will:
@@ -386,6 +407,17 @@ impl FileSlot {
             }
         }
         self.notify();
+    }
+}
+
+/// Ends the count of a running upload (see [`FileState::uploads_running`]) when dropped.
+pub struct RunningUpload<'a>(pub &'a FileSlot);
+
+impl Drop for RunningUpload<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        st.uploads_running = st.uploads_running.saturating_sub(1);
+        self.0.notify();
     }
 }
 

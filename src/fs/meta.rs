@@ -86,6 +86,10 @@ struct Inner {
     changed_in_flight: std::collections::HashSet<String>,
 }
 
+/// How many times a listing that raced with our own change is fetched again
+/// when no cached listing has the change.
+const RACED_TRIES: usize = 3;
+
 pub struct MetaCache {
     ttl: Duration,
     max_entries: usize,
@@ -131,11 +135,12 @@ impl MetaCache {
     }
 
     /// The listing of `dir`: from the cache while fresh, else from `fetch` (once,
-    /// however many threads ask at the same moment).
+    /// however many threads ask at the same moment; again when one of our own
+    /// changes to `dir` happened while it ran and no cached listing has it).
     pub fn listing(
         &self,
         dir: &str,
-        fetch: impl FnOnce() -> RemoteResult<Vec<Entry>>,
+        fetch: impl Fn() -> RemoteResult<Vec<Entry>>,
     ) -> RemoteResult<Arc<Listing>> {
         use std::sync::atomic::Ordering::Relaxed;
         let (flight, leader) = {
@@ -173,25 +178,30 @@ impl MetaCache {
             dir,
             flight: &flight,
         };
-        let mut result = fetch().map(|entries| Arc::new(Listing::new(entries)));
-        std::mem::forget(guard);
-        {
+        let mut tries = 0;
+        let result = loop {
+            tries += 1;
+            let mut result = fetch().map(|entries| Arc::new(Listing::new(entries)));
             let mut inner = self.lock();
-            inner.in_flight.remove(dir);
             let raced = inner.changed_in_flight.remove(dir);
             if let Ok(l) = &result {
-                if raced {
-                    // The answer predates our change: list again next time, and
-                    // serve the cached listing, which has the change, if there is one.
-                    log::debug!("listing of {dir} raced with a change; not caching it");
-                    if let Some(c) = inner.dirs.get(dir) {
-                        result = Ok(Arc::clone(&c.listing));
-                    }
-                } else {
+                if !raced {
                     self.insert_locked(&mut inner, dir, Arc::clone(l));
+                } else if let Some(c) = inner.dirs.get(dir) {
+                    // The answer predates our change: list again next time, and
+                    // serve the cached listing, which has the change.
+                    log::debug!("listing of {dir} raced with a change; not caching it");
+                    result = Ok(Arc::clone(&c.listing));
+                } else if tries < RACED_TRIES {
+                    // Nothing cached has the change: this answer may lack it.
+                    log::debug!("listing of {dir} raced with a change; listing again");
+                    continue;
                 }
             }
-        }
+            inner.in_flight.remove(dir);
+            break result;
+        };
+        std::mem::forget(guard);
         let (lock, cv) = &*flight;
         *crate::sync::lock(lock) = Some(result.clone());
         cv.notify_all();

@@ -388,15 +388,23 @@ impl FtpFs {
     fn entry_of(&self, ino: u64) -> FsResult<(String, Entry)> {
         let path = self.path_of(ino)?;
         let (dir, name) = split_path(&path).ok_or(Errno(libc::ENOENT))?;
-        let listing = self.listing(dir)?;
-        if let Some(e) = listing.get(name) {
-            return Ok((path.clone(), e.clone()));
-        }
         let parent = lock(&self.inodes).parent(ino).unwrap_or(ROOT);
-        match self.unsaved_entry(parent, name) {
-            Some((_, e)) => Ok((path.clone(), e)),
+        match self.find(parent, dir, name)? {
+            Some(e) => Ok((path.clone(), e)),
             None => Err(Errno(libc::ENOENT)),
         }
+    }
+
+    /// `dir/name` (`dir` is the path of `parent`) as the mount sees it: a file
+    /// of ours not uploaded yet, else the server's entry. Local state is asked
+    /// first: an upload that lands meanwhile puts its entry into the cached
+    /// listing before the file stops counting as not uploaded, so one of the
+    /// two has it (asked the other way round, neither might).
+    fn find(&self, parent: u64, dir: &str, name: &str) -> FsResult<Option<Entry>> {
+        if let Some((_, e)) = self.unsaved_entry(parent, name) {
+            return Ok(Some(e));
+        }
+        Ok(self.listing(dir)?.get(name).cloned())
     }
 
     pub fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
@@ -407,19 +415,12 @@ impl FtpFs {
             return Err(Errno(libc::ENAMETOOLONG));
         }
         let dir = self.path_of(parent)?;
-        let listing = self.listing(&dir)?;
-        match listing.get(name) {
+        match self.find(parent, &dir, name)? {
             Some(entry) => {
                 let ino = lock(&self.inodes).lookup(parent, name);
-                Ok(self.attr_with_local(ino, entry))
+                Ok(self.attr_with_local(ino, &entry))
             }
-            None => match self.unsaved_entry(parent, name) {
-                Some((ino, e)) => {
-                    lock(&self.inodes).lookup(parent, name);
-                    Ok(self.attr_with_local(ino, &e))
-                }
-                None => Err(Errno(libc::ENOENT)),
-            },
+            None => Err(Errno(libc::ENOENT)),
         }
     }
 

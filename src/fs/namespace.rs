@@ -48,20 +48,11 @@ impl FtpFs {
         Ok(())
     }
 
-    /// The entry `dir/name` as this mount sees it (server listing or unsaved file).
-    fn existing(&self, parent: u64, dir: &str, name: &str) -> FsResult<Option<Entry>> {
-        let listing = self.listing(dir)?;
-        if let Some(e) = listing.get(name) {
-            return Ok(Some(e.clone()));
-        }
-        Ok(self.unsaved_entry(parent, name).map(|(_, e)| e))
-    }
-
     pub fn mkdir(&self, parent: u64, name: &str, mode: u32) -> FsResult<Attr> {
         self.check_writable()?;
         Self::check_new_name(name)?;
         let dir = self.path_of(parent)?;
-        if self.existing(parent, &dir, name)?.is_some() {
+        if self.find(parent, &dir, name)?.is_some() {
             return Err(Errno(libc::EEXIST));
         }
         let path = child_path(&dir, name);
@@ -103,9 +94,7 @@ impl FtpFs {
     pub fn rmdir(&self, parent: u64, name: &str) -> FsResult<()> {
         self.check_writable()?;
         let dir = self.path_of(parent)?;
-        let e = self
-            .existing(parent, &dir, name)?
-            .ok_or(Errno(libc::ENOENT))?;
+        let e = self.find(parent, &dir, name)?.ok_or(Errno(libc::ENOENT))?;
         if e.kind != EntryKind::Dir {
             return Err(Errno(libc::ENOTDIR));
         }
@@ -134,9 +123,7 @@ impl FtpFs {
     pub fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
         self.check_writable()?;
         let dir = self.path_of(parent)?;
-        let e = self
-            .existing(parent, &dir, name)?
-            .ok_or(Errno(libc::ENOENT))?;
+        let e = self.find(parent, &dir, name)?.ok_or(Errno(libc::ENOENT))?;
         if e.kind == EntryKind::Dir {
             return Err(Errno(libc::EISDIR));
         }
@@ -198,9 +185,14 @@ impl FtpFs {
         }
         let stream = lock(&slot.stream).take();
         let (on_server, mut leftovers, phase) = {
-            let mut st = slot.lock();
-            let phase = std::mem::replace(&mut st.phase, Phase::Unlinked);
-            slot.notify();
+            let st = slot.lock();
+            let phase = st.phase.clone();
+            // An upload still running lands before the server hears of this.
+            let mut st = slot.unlink_and_settle(st);
+            let phase = match phase {
+                Phase::Uploading { .. } => Phase::Dirty,
+                other => other,
+            };
             let on_server = match (st.exists_remotely, st.maybe_remote) {
                 (true, _) => OnServer::Yes,
                 (false, true) => OnServer::Maybe,
@@ -262,9 +254,7 @@ impl FtpFs {
         Self::check_new_name(new_name)?;
         let dir = self.path_of(parent)?;
         let new_dir = self.path_of(new_parent)?;
-        let src = self
-            .existing(parent, &dir, name)?
-            .ok_or(Errno(libc::ENOENT))?;
+        let src = self.find(parent, &dir, name)?.ok_or(Errno(libc::ENOENT))?;
         let from = child_path(&dir, name);
         let to = child_path(&new_dir, new_name);
         if from == to {
@@ -273,7 +263,7 @@ impl FtpFs {
         if src.kind == EntryKind::Dir && (to.starts_with(&format!("{from}/"))) {
             return Err(Errno(libc::EINVAL));
         }
-        let target = self.existing(new_parent, &new_dir, new_name)?;
+        let target = self.find(new_parent, &new_dir, new_name)?;
         if let Some(t) = &target {
             if mode == RenameMode::NoReplace {
                 return Err(Errno(libc::EEXIST));
@@ -299,30 +289,25 @@ impl FtpFs {
         if let Some(ino) = src_ino {
             self.upload(ino)?;
             // The upload changed the entry (size, time): move the new one.
-            if let Some(now) = self.existing(parent, &dir, name)? {
+            if let Some(now) = self.find(parent, &dir, name)? {
                 src = now;
             }
         }
-        if let Err(e) = self.remote.rename(&from, &to) {
-            let retry = target.is_some() && !e.kind.is_transient() && e.kind != ErrorKind::NotFound;
-            if !retry {
-                self.meta.invalidate(&new_dir);
-                // Gone from its old name: the server did it, only the reply was lost.
-                if self.present_after(&e, &dir, name) != Some(false) {
-                    return Err(e.into());
-                }
-            } else {
-                // Servers that will not rename over an existing entry: remove it first.
-                log::info!(
-                    "rename over {to} refused ({}); removing it first",
-                    e.message
-                );
-                match target.as_ref().map(|t| t.kind) {
-                    Some(EntryKind::Dir) => self.remote.rmdir(&to)?,
-                    _ => self.remote.remove_file(&to)?,
-                }
-                self.remote.rename(&from, &to)?;
+        // The replaced file's local state must never be uploaded over the new
+        // one, and an upload of it still running must land before the rename.
+        let replaced = lock(&self.inodes)
+            .get(new_parent, new_name)
+            .filter(|t| Some(*t) != src_ino);
+        let dropped = match replaced {
+            Some(t) => Some((t, self.drop_local_copy(t, &to)?)),
+            None => None,
+        };
+        let renamed = self.rename_on_server(&from, &to, target.as_ref(), &dir, &new_dir, name);
+        if let Err(e) = renamed {
+            if let Some((t, d)) = dropped {
+                self.undo_drop(t, d);
             }
+            return Err(e);
         }
         let mut moved = src.clone();
         moved.name = new_name.to_string();
@@ -334,18 +319,45 @@ impl FtpFs {
             self.meta.invalidate_tree(&from);
             self.meta.invalidate_tree(&to);
         }
-        let replaced = lock(&self.inodes).get(new_parent, new_name);
-        if let Some(t) = replaced.filter(|t| Some(*t) != src_ino) {
-            // The replaced file's local state must never be uploaded over the new one.
-            if let Some(slot) = self.slot(t) {
-                slot.lock().phase = Phase::Unlinked;
-                slot.notify();
-                self.unjournal_if_saved(&slot, None);
-            }
-        }
         lock(&self.inodes).rename(parent, name, new_parent, new_name);
         self.touch_dir(parent);
         self.touch_dir(new_parent);
+        Ok(())
+    }
+
+    /// RNFR/RNTO `from` to `to`; a lost reply is settled by looking, and a
+    /// server that will not rename over an existing `target` gets it removed first.
+    fn rename_on_server(
+        &self,
+        from: &str,
+        to: &str,
+        target: Option<&Entry>,
+        dir: &str,
+        new_dir: &str,
+        name: &str,
+    ) -> FsResult<()> {
+        let Err(e) = self.remote.rename(from, to) else {
+            return Ok(());
+        };
+        let retry = target.is_some() && !e.kind.is_transient() && e.kind != ErrorKind::NotFound;
+        if !retry {
+            self.meta.invalidate(new_dir);
+            // Gone from its old name: the server did it, only the reply was lost.
+            if self.present_after(&e, dir, name) != Some(false) {
+                return Err(e.into());
+            }
+            return Ok(());
+        }
+        // Servers that will not rename over an existing entry: remove it first.
+        log::info!(
+            "rename over {to} refused ({}); removing it first",
+            e.message
+        );
+        match target.map(|t| t.kind) {
+            Some(EntryKind::Dir) => self.remote.rmdir(to)?,
+            _ => self.remote.remove_file(to)?,
+        }
+        self.remote.rename(from, to)?;
         Ok(())
     }
 

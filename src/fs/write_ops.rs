@@ -62,9 +62,15 @@ impl FtpFs {
                 self.content_changed(ino);
             }
         }
+        // The mount's own content, while it has one (a pending upload): a reader
+        // that goes to the server once the upload is done reads that much.
+        let local_size = self.slot(ino).and_then(|slot| {
+            let st = slot.lock();
+            (st.content == Content::Local || st.phase.is_dirty()).then_some(st.size)
+        });
         let key = FileKey {
             ino,
-            size: e.size,
+            size: local_size.unwrap_or(e.size),
             mtime: e.mtime,
         };
         let unchanged = lock(&self.opened_versions).insert(ino, key) == Some(key);
@@ -110,8 +116,7 @@ impl FtpFs {
         self.check_writable()?;
         Self::check_new_name(name)?;
         let dir = self.path_of(parent)?;
-        let listing = self.listing(&dir)?;
-        if listing.get(name).is_some() || self.unsaved_entry(parent, name).is_some() {
+        if self.find(parent, &dir, name)?.is_some() {
             if flags & libc::O_EXCL != 0 {
                 return Err(Errno(libc::EEXIST));
             }
@@ -370,12 +375,15 @@ impl FtpFs {
         let Some(slot) = self.slot(ino) else {
             return;
         };
-        let retry = {
+        let (retry, dirty) = {
             let mut st = slot.lock();
             st.writers = st.writers.saturating_sub(1);
-            st.writers == 0 && matches!(st.phase, Phase::Dirty | Phase::Failed(_))
+            let last = st.writers == 0;
+            let retry = last && matches!(st.phase, Phase::Dirty | Phase::Failed(_));
+            // Async: also while an upload runs, which may be of an older version.
+            (retry, last && st.phase.is_dirty())
         };
-        if retry && self.is_async() {
+        if dirty && self.is_async() {
             self.queue_upload(ino);
         } else if retry {
             self.retry_in_background(ino);

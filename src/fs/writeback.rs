@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::journal::Base;
-use super::lifecycle::{superseded, Content, FileSlot, Landed, Phase, UploadJob, UploadMode};
+use super::lifecycle::{
+    superseded, Content, FileSlot, Landed, Phase, RunningUpload, UploadJob, UploadMode,
+};
 use super::meta::split_path;
 use super::{lock, Errno, FsResult, FtpFs};
 use crate::remote::{Entry, EntryKind, ErrorKind, RemoteError};
@@ -106,6 +108,7 @@ impl FtpFs {
             let Some(mut job) = self.begin_upload(&slot, &path, snapshot)? else {
                 continue; // another upload started first: wait for it
             };
+            let _running = RunningUpload(&slot);
             let result = job.run(&*self.remote, &path, self.cfg.upload_mode);
             let result = match result {
                 Ok(landed) => self.after_content_landed(&slot, &job, &path, landed),
@@ -117,11 +120,9 @@ impl FtpFs {
                 st.phase == Phase::Unlinked
             };
             match result {
-                Ok(_) if unlinked => {
-                    // Unlinked while the upload ran: it must not bring the file back.
-                    let _ = self.remote.remove_file(&path);
-                    return Ok(());
-                }
+                // Unlinked or replaced while the upload ran: whoever did it waited
+                // for this upload, and removes or replaces what it put there.
+                Ok(_) if unlinked => return Ok(()),
                 Ok(_) => {
                     self.uploaded(ino, &job, &path);
                     if slot.generation() == job.generation || job.generation >= want {
@@ -145,7 +146,8 @@ impl FtpFs {
         }
     }
 
-    /// Starts an upload of `slot` (None when another one is running already).
+    /// Starts an upload of `slot` (None when another one is running already, or
+    /// there is nothing to upload any more).
     fn begin_upload(
         &self,
         slot: &FileSlot,
@@ -154,7 +156,9 @@ impl FtpFs {
     ) -> FsResult<Option<UploadJob>> {
         let mut stream = lock(&slot.stream);
         let mut st = slot.lock();
-        if matches!(st.phase, Phase::Uploading { .. }) {
+        // Another upload runs, or the file was saved or unlinked meanwhile: the
+        // caller looks again.
+        if matches!(st.phase, Phase::Uploading { .. }) || !st.phase.is_dirty() {
             return Ok(None);
         }
         if st.exists_remotely

@@ -11,7 +11,7 @@ use std::time::Duration;
 use ftpfs::fs::faulty::{FaultConfig, FaultyRemote};
 use ftpfs::fs::inodes::ROOT;
 use ftpfs::fs::memory::MemoryRemote;
-use ftpfs::fs::{Errno, FsConfig, FtpFs, RenameMode, SetAttr};
+use ftpfs::fs::{Errno, FsConfig, FtpFs, RenameMode, SetAttr, Writeback};
 use ftpfs::remote::Remote;
 
 use crate::ops::{errno_name, Bytes, Op, OpenFlags, Outcome, PATHS};
@@ -34,7 +34,27 @@ pub struct Driver {
     pub handles: Vec<KHandle>,
     /// The kernel's idea of each inode's size (from replies and its own writes).
     sizes: HashMap<u64, u64>,
-    _spool: tempfile::TempDir,
+    spool: tempfile::TempDir,
+    /// The journal of async write-back, when the case runs in that mode.
+    journal: Option<tempfile::TempDir>,
+    remote: Arc<dyn Remote>,
+}
+
+/// The settings of a case: short timeouts; async write-back with `journal`.
+fn config(spool: &std::path::Path, journal: Option<&std::path::Path>) -> FsConfig {
+    FsConfig {
+        spool_dir: spool.to_path_buf(),
+        timeout: Duration::from_secs(5),
+        unmount_wait: Duration::from_secs(60),
+        writeback: if journal.is_some() {
+            Writeback::Async
+        } else {
+            Writeback::Close
+        },
+        journal_dir: journal.map(|j| j.to_path_buf()),
+        upload_workers: 2,
+        ..FsConfig::default()
+    }
 }
 
 fn outcome(r: Result<(), Errno>) -> Outcome {
@@ -67,20 +87,41 @@ impl Driver {
             None => Arc::clone(&mem) as Arc<dyn Remote>,
         };
         let spool = tempfile::tempdir().expect("spool dir");
-        let cfg = FsConfig {
-            spool_dir: spool.path().to_path_buf(),
-            timeout: Duration::from_secs(5),
-            unmount_wait: Duration::from_secs(60),
-            ..FsConfig::default()
-        };
         Driver {
-            fs: FtpFs::new_shared(remote, cfg),
+            fs: FtpFs::new_shared(Arc::clone(&remote), config(spool.path(), None)),
             mem,
             faulty,
             handles: Vec::new(),
             sizes: HashMap::new(),
-            _spool: spool,
+            spool,
+            journal: None,
+            remote,
         }
+    }
+
+    /// Like [`new`](Self::new) without faults, in `writeback=async` mode.
+    pub fn new_async(initial: &[Option<Vec<u8>>]) -> Driver {
+        let mut d = Driver::new(initial, None);
+        let journal = tempfile::tempdir().expect("journal dir");
+        d.fs = FtpFs::new_shared(
+            Arc::clone(&d.remote),
+            config(d.spool.path(), Some(journal.path())),
+        );
+        d.journal = Some(journal);
+        d
+    }
+
+    /// The daemon dies between two operations (its uploads in flight end
+    /// first): its handles are gone, and a new one resumes its journal.
+    pub fn crash(&mut self) {
+        self.fs.stop_uploaders();
+        self.handles.clear();
+        self.sizes.clear();
+        let spool = tempfile::tempdir().expect("spool dir");
+        let journal = self.journal.as_ref().map(|j| j.path());
+        self.fs = FtpFs::new_shared(Arc::clone(&self.remote), config(spool.path(), journal));
+        self.fs.resume_journal();
+        self.spool = spool;
     }
 
     pub fn set_failing(&self, on: bool) {
@@ -207,6 +248,10 @@ impl Driver {
                 let r = self.fs.flush(k.fh);
                 self.fs.release(k.fh);
                 outcome(r)
+            }
+            Op::Crash => {
+                self.crash();
+                Outcome::Ok
             }
             Op::Stat { path } => match self.existing(PATHS[*path]) {
                 Ok((_, _, ino)) => match self.fs.getattr(ino) {

@@ -18,6 +18,11 @@
 //!   waits for the retries in the background and checks that content whose
 //!   close or fsync failed reached the server in the end.
 //!
+//! * **Phase 3**, `writeback=async` over the in-memory remote, with crashes of
+//!   the daemon between operations (a new filesystem resumes the journal):
+//!   results are exact; after a crash every path shows what was saved (or a
+//!   later content an upload sent); at the end the server holds the model's files.
+//!
 //! Needs the `testing` feature: `cargo test --features testing --test reftest`.
 //! Failing cases are saved in tests/reftest/proptest-regressions.txt and run
 //! first next time.
@@ -86,6 +91,45 @@ fn run_exact(initial: &[Option<Vec<u8>>], ops: &[Op]) -> Result<(), String> {
     finish(&mut fs, &mut model, &mut trace, End::Exact)
 }
 
+/// Phase 3: async write-back over the in-memory remote, with crashes: every
+/// operation gives exactly the model's result; after a crash the mount shows,
+/// for every path, what the last close, fsync, rename or truncate saved, or a
+/// later content a background upload sent; at the end (every handle closed and
+/// every upload done) the server holds the model's files.
+fn run_async(initial: &[Option<Vec<u8>>], ops: &[Op]) -> Result<(), String> {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let mut fs = Driver::new_async(initial);
+    let mut model = Model::new(initial);
+    let mut trace = Trace::default();
+    for op in ops {
+        if model::skip_known(&model, op) {
+            continue;
+        }
+        let want = model.apply(op);
+        let got = fs.run(op);
+        trace.push(op, &got);
+        if got != want {
+            return Err(trace.fail(format!("{op:?} gave {got:?}; the model says {want:?}")));
+        }
+        if matches!(op, Op::Crash) {
+            for p in PATHS {
+                let seen = fs.observe_path(p).map_err(|e| trace.fail(e))?;
+                let allowed = model.after_crash(p);
+                if !allowed.contains(&seen) {
+                    let allowed: Vec<String> = allowed.iter().map(show).collect();
+                    return Err(trace.fail(format!(
+                        "after the crash the mount shows {p}: {}; the model allows {}",
+                        show(&seen),
+                        allowed.join(" or ")
+                    )));
+                }
+                model.recovered(p, seen);
+            }
+        }
+    }
+    finish(&mut fs, &mut model, &mut trace, End::Exact)
+}
+
 /// Phase 2: faults on; results are the model's or errors.
 fn run_faulty(
     initial: &[Option<Vec<u8>>],
@@ -136,7 +180,7 @@ fn settle(
     trace: &mut Trace,
 ) -> Result<(), String> {
     match op {
-        Op::Read { .. } | Op::Stat { .. } => Ok(()),
+        Op::Read { .. } | Op::Stat { .. } | Op::Crash => Ok(()),
         Op::Close { h } | Op::Fsync { h } => {
             // The data stays in the filesystem, to be retried; a closed handle is
             // closed either way.
@@ -327,6 +371,10 @@ fn ops(max: usize) -> impl Strategy<Value = Vec<Op>> {
     prop::collection::vec(ops::op(), 1..max)
 }
 
+fn ops_with_crashes(max: usize) -> impl Strategy<Value = Vec<Op>> {
+    prop::collection::vec(ops::op_with_crashes(), 1..max)
+}
+
 fn faults(seed: u64, probability: f64) -> FaultConfig {
     FaultConfig {
         seed,
@@ -356,6 +404,16 @@ proptest! {
     #[test]
     fn phase2_frequent_faults(initial in ops::initial_files(), ops in ops(20), seed in any::<u64>()) {
         run_faulty(&initial, &ops, faults(seed, 0.25), false).map_err(TestCaseError::fail)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(config(2_000))]
+
+    /// Each case starts upload threads, and each crash a new filesystem.
+    #[test]
+    fn phase3_async_with_crashes(initial in ops::initial_files(), ops in ops_with_crashes(30)) {
+        run_async(&initial, &ops).map_err(TestCaseError::fail)?;
     }
 }
 

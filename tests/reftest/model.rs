@@ -22,6 +22,11 @@ pub struct Inode {
     pub pending: bool,
     /// Bumped at every change of `data`.
     pub version: u64,
+    /// What a crash leaves (async mode): the content as the last close, fsync,
+    /// rename or truncate without writers saved it; None if never saved.
+    pub durable: Option<Vec<u8>>,
+    /// Contents since then, which a background upload may have sent.
+    pub since: Vec<Vec<u8>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +39,9 @@ pub struct Handle {
     pub opened_at: u64,
     /// The inode's content was saved when the handle was opened.
     pub opened_saved: bool,
+    /// The open created the file: ftpfs writes it through this handle, whatever
+    /// its access mode, so its close saves it.
+    pub created: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -67,13 +75,63 @@ impl Model {
     }
 
     fn new_inode(&mut self, data: Vec<u8>, acked: bool) -> usize {
+        let durable = acked.then(|| data.clone());
         self.inodes.push(Inode {
+            since: vec![data.clone()],
             data,
             acked,
             pending: false,
             version: 0,
+            durable,
         });
         self.inodes.len() - 1
+    }
+
+    /// The content of `ino` changed.
+    fn changed(&mut self, ino: usize) {
+        let i = &mut self.inodes[ino];
+        i.version += 1;
+        i.since.push(i.data.clone());
+    }
+
+    /// The content of `ino` is saved: in the journal or on the server.
+    fn saved(&mut self, ino: usize) {
+        let i = &mut self.inodes[ino];
+        i.durable = Some(i.data.clone());
+        i.since.clear();
+    }
+
+    /// What the mount may show at `path` after a crash: None for no file.
+    pub fn after_crash(&self, path: &str) -> Vec<Option<Vec<u8>>> {
+        let Some(&ino) = self.files.get(path) else {
+            return vec![None];
+        };
+        let i = &self.inodes[ino];
+        match &i.durable {
+            None => vec![None],
+            Some(d) => std::iter::once(d.clone())
+                .chain(i.since.iter().cloned())
+                .map(Some)
+                .collect(),
+        }
+    }
+
+    /// A crash left `seen` at `path` (one of [`after_crash`](Self::after_crash)).
+    pub fn recovered(&mut self, path: &'static str, seen: Option<Vec<u8>>) {
+        match (seen, self.files.get(path).copied()) {
+            (Some(d), Some(ino)) => {
+                let i = &mut self.inodes[ino];
+                i.data = d;
+                i.version += 1;
+                i.acked = false;
+                i.pending = false;
+                self.saved(ino);
+            }
+            (None, Some(_)) => {
+                self.remove_path(path);
+            }
+            _ => {}
+        }
     }
 
     /// The handle an operation's index picks, if any is open.
@@ -85,8 +143,11 @@ impl Model {
         self.files.iter().find(|(_, i)| **i == ino).map(|(p, _)| *p)
     }
 
+    /// Whether a handle that ftpfs counts as writing has `ino` open.
     fn writers(&self, ino: usize) -> bool {
-        self.handles.iter().any(|h| h.ino == ino && h.write)
+        self.handles
+            .iter()
+            .any(|h| h.ino == ino && (h.write || h.created))
     }
 
     fn remove_path(&mut self, path: &'static str) -> Option<usize> {
@@ -121,7 +182,7 @@ impl Model {
                 write_at(&mut ino.data, at, data);
                 ino.acked = false;
                 ino.pending = false;
-                ino.version += 1;
+                self.changed(hd.ino);
                 Outcome::Ok
             }
             Op::Append { h, data } => {
@@ -137,7 +198,7 @@ impl Model {
                 write_at(&mut ino.data, at, data);
                 ino.acked = false;
                 ino.pending = false;
-                ino.version += 1;
+                self.changed(hd.ino);
                 Outcome::Ok
             }
             Op::Read { h, offset, len } => {
@@ -162,7 +223,10 @@ impl Model {
                 i.data.resize(*size as usize, 0);
                 i.acked = !writers;
                 i.pending = false;
-                i.version += 1;
+                self.changed(ino);
+                if !writers {
+                    self.saved(ino);
+                }
                 Outcome::Ok
             }
             Op::Rename { from, to } => {
@@ -172,6 +236,8 @@ impl Model {
                 }
                 if from != to {
                     if let Some(ino) = self.remove_path(from) {
+                        // A file is saved under its old name before it moves.
+                        self.saved(ino);
                         self.set_path(to, ino);
                     }
                 }
@@ -188,6 +254,7 @@ impl Model {
                 let ino = self.handles[i].ino;
                 self.inodes[ino].acked = true;
                 self.inodes[ino].pending = false;
+                self.saved(ino);
                 Outcome::Ok
             }
             Op::Close { h } => {
@@ -199,6 +266,13 @@ impl Model {
                     self.inodes[hd.ino].acked = true;
                     self.inodes[hd.ino].pending = false;
                 }
+                if hd.write || hd.created {
+                    self.saved(hd.ino);
+                }
+                Outcome::Ok
+            }
+            Op::Crash => {
+                self.handles.clear();
                 Outcome::Ok
             }
             Op::Stat { path } => match self.files.get(PATHS[*path]) {
@@ -212,6 +286,7 @@ impl Model {
         if self.handles.len() >= MAX_HANDLES {
             return Outcome::Skipped;
         }
+        let created = flags.create && !self.files.contains_key(path);
         let ino = match self.files.get(path) {
             Some(_) if flags.create && flags.excl => return errno(libc::EEXIST),
             Some(&ino) => {
@@ -220,7 +295,7 @@ impl Model {
                     i.data.clear();
                     i.acked = false;
                     i.pending = false;
-                    i.version += 1;
+                    self.changed(ino);
                 }
                 ino
             }
@@ -234,6 +309,7 @@ impl Model {
         let opened_at = self.inodes[ino].version;
         let opened_saved = self.inodes[ino].acked;
         self.handles.push(Handle {
+            created,
             opened_at,
             opened_saved,
             ino,

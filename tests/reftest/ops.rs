@@ -110,6 +110,9 @@ pub enum Op {
     Stat {
         path: usize,
     },
+    /// The daemon dies (async mode): every handle is gone, and a new mount
+    /// with the same journal takes over.
+    Crash,
 }
 
 /// What an operation gave back.
@@ -200,6 +203,7 @@ impl fmt::Debug for Op {
             Op::Fsync { h } => write!(f, "fsync(#{h})"),
             Op::Close { h } => write!(f, "close(#{h})"),
             Op::Stat { path } => write!(f, "stat({})", p(path)),
+            Op::Crash => write!(f, "crash and remount"),
         }
     }
 }
@@ -250,6 +254,14 @@ pub fn op() -> impl Strategy<Value = Op> {
         1 => handle().prop_map(|h| Op::Fsync { h }),
         3 => handle().prop_map(|h| Op::Close { h }),
         2 => path().prop_map(|path| Op::Stat { path }),
+    ]
+}
+
+/// The operations of the async phase: the usual ones, and now and then a crash.
+pub fn op_with_crashes() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        15 => op(),
+        1 => Just(Op::Crash),
     ]
 }
 
