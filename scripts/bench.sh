@@ -640,7 +640,8 @@ wait_server_file() {
 wait_server_tree() {
     local dir=$1 count=$2 size=$3 deadline=$((SECONDS + $4)) n
     while ((SECONDS < deadline)); do
-        n=$(find "$dir" -maxdepth 1 -type f -name 'f*' -size "${size}c" 2>/dev/null | wc -l)
+        # rclone (1.6x and later) uploads to NAME.XXXXXX.partial first.
+        n=$(find "$dir" -maxdepth 1 -type f -name 'f*' ! -name '*.partial' -size "${size}c" 2>/dev/null | wc -l)
         ((n == count)) && return 0
         sleep 0.05
     done
@@ -648,11 +649,11 @@ wait_server_tree() {
 }
 
 # wait_server_count DIR COUNT LIMIT: until DIR holds COUNT files (recursively;
-# temporary upload names not counted).
+# temporary upload names, ftpfs's and rclone's, not counted).
 wait_server_count() {
     local dir=$1 count=$2 deadline=$((SECONDS + $3)) n
     while ((SECONDS < deadline)); do
-        n=$(find "$dir" -type f ! -name '.*' 2>/dev/null | wc -l)
+        n=$(find "$dir" -type f ! -name '.*' ! -name '*.partial' 2>/dev/null | wc -l)
         ((n >= count)) && return 0
         sleep 0.05
     done

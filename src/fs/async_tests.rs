@@ -239,6 +239,7 @@ fn an_upload_that_landed_before_the_crash_is_not_a_conflict() {
         mtime: None,
         mode: None,
         base: super::journal::Base::New,
+        partial: false,
     };
     j.save_record("1-1-0", &record).expect("record");
     std::fs::remove_file(&data).expect("rm");

@@ -180,6 +180,26 @@ impl FtpFs {
         Ok(())
     }
 
+    /// Records in `st`'s journal entry, durably, that an upload to `path` may
+    /// leave part of a new file there; false when the file has no entry (or it
+    /// cannot be written).
+    pub(super) fn mark_partial(&self, st: &mut super::lifecycle::FileState, path: &str) -> bool {
+        let (Some(journal), Some(j)) = (&self.journal, st.journal.as_ref()) else {
+            return false;
+        };
+        if st.maybe_remote {
+            return true;
+        }
+        st.maybe_remote = true;
+        match journal.save_record(&j.id, &st.record(path)) {
+            Ok(()) => true,
+            Err(e) => {
+                log::warn!("cannot update journal entry {}: {e}", j.id);
+                false
+            }
+        }
+    }
+
     /// Before the spool of a journaled file changes: the journal keeps the
     /// content it has, and the file gets a copy to change.
     pub(super) fn detach_from_journal(&self, st: &mut super::lifecycle::FileState) -> FsResult<()> {
@@ -292,11 +312,11 @@ impl FtpFs {
         };
         let entries = self.remote.list(dir)?;
         let now = entries.iter().find(|e| e.name == name);
-        let (base, spool, size) = {
+        let (base, spool, size, partial) = {
             let st = slot.lock();
-            (st.base, st.spool.clone(), st.size)
+            (st.base, st.spool.clone(), st.size, st.maybe_remote)
         };
-        if !base.conflicts_with(now) {
+        if !base.conflicts_with(now, size, partial) {
             return Ok(Verdict::Ours);
         }
         if now.is_some_and(|e| e.size == size) {

@@ -46,12 +46,20 @@ impl Base {
     }
 
     /// Whether the server's file `now` (None: there is none) is no longer the
-    /// one this base describes. Times compare to the minute, as LIST shows them.
-    pub fn conflicts_with(&self, now: Option<&crate::remote::Entry>) -> bool {
+    /// one this base describes, for an upload of `ours` bytes that may have
+    /// left part of itself there (`partial`). Times compare to the minute, as
+    /// LIST shows them.
+    pub fn conflicts_with(
+        &self,
+        now: Option<&crate::remote::Entry>,
+        ours: u64,
+        partial: bool,
+    ) -> bool {
         match (self, now) {
             // An empty file holds nothing to lose (a private new file is
-            // created empty before its content goes up).
-            (Base::New, now) => now.is_some_and(|e| e.size > 0),
+            // created empty before its content goes up), and what our own cut
+            // upload left is ours.
+            (Base::New, now) => now.is_some_and(|e| e.size > 0 && !(partial && e.size <= ours)),
             // Gone from the server: nothing of anyone else's to overwrite.
             (Base::Remote { .. }, None) => false,
             (Base::Remote { size, mtime }, Some(e)) => {
@@ -81,6 +89,9 @@ pub struct Record {
     /// A mode to set after the upload.
     pub mode: Option<u32>,
     pub base: Base,
+    /// An upload of a new file went straight to its name: what the server has
+    /// there (no bigger than ours) may be the part of it that a crash cut off.
+    pub partial: bool,
 }
 
 /// A record found in the journal at mount time, with its content.
@@ -120,8 +131,9 @@ impl Record {
                 format!("{size} {}", mtime.map_or("-".to_string(), secs))
             }
         };
+        let partial = if self.partial { "maybe" } else { "no" };
         format!(
-            "{MAGIC}\nsize={}\nmodified={}\nmtime={mtime}\nmode={mode}\nbase={base}\npath={}\n",
+            "{MAGIC}\nsize={}\nmodified={}\nmtime={mtime}\nmode={mode}\nbase={base}\npartial={partial}\npath={}\n",
             self.size,
             secs(self.modified),
             self.path
@@ -135,6 +147,7 @@ impl Record {
         }
         let (mut size, mut modified, mut mode, mut base, mut path) = (None, None, None, None, None);
         let mut mtime = None;
+        let mut partial = false;
         for line in lines {
             let (k, v) = line.split_once('=')?;
             match k {
@@ -153,6 +166,7 @@ impl Record {
                         mtime,
                     });
                 }
+                "partial" => partial = v == "maybe",
                 "path" => path = Some(v.to_string()),
                 _ => {}
             }
@@ -165,6 +179,7 @@ impl Record {
             mtime,
             mode: mode?,
             base: base?,
+            partial,
         })
     }
 }
@@ -322,6 +337,7 @@ mod tests {
             mtime: Some(UNIX_EPOCH + Duration::from_secs(1_500_000_000)),
             mode: Some(0o640),
             base,
+            partial: true,
         }
     }
 
@@ -358,18 +374,22 @@ mod tests {
             size: 10,
             mtime: Some(t),
         };
-        assert!(!base.conflicts_with(None), "deleted on the server");
-        assert!(!base.conflicts_with(Some(&entry(10, Some(t)))));
+        let c = |b: &Base, e: Option<&Entry>| b.conflicts_with(e, 10, false);
+        assert!(!c(&base, None), "deleted on the server");
+        assert!(!c(&base, Some(&entry(10, Some(t)))));
         // LIST shows the same time to the minute.
         let minute = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        assert!(!base.conflicts_with(Some(&entry(10, Some(minute)))));
-        assert!(base.conflicts_with(Some(&entry(11, Some(t)))));
+        assert!(!c(&base, Some(&entry(10, Some(minute)))));
+        assert!(c(&base, Some(&entry(11, Some(t)))));
         let later = t + Duration::from_secs(3600);
-        assert!(base.conflicts_with(Some(&entry(10, Some(later)))));
-        assert!(!base.conflicts_with(Some(&entry(10, None))));
-        assert!(Base::New.conflicts_with(Some(&entry(1, None))));
-        assert!(!Base::New.conflicts_with(Some(&entry(0, None))));
-        assert!(!Base::New.conflicts_with(None));
+        assert!(c(&base, Some(&entry(10, Some(later)))));
+        assert!(!c(&base, Some(&entry(10, None))));
+        assert!(c(&Base::New, Some(&entry(1, None))));
+        assert!(!c(&Base::New, Some(&entry(0, None))));
+        assert!(!c(&Base::New, None));
+        // What our own cut upload left: no bigger than ours.
+        assert!(!Base::New.conflicts_with(Some(&entry(4, None)), 10, true));
+        assert!(Base::New.conflicts_with(Some(&entry(11, None)), 10, true));
     }
 
     #[test]

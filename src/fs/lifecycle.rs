@@ -159,6 +159,7 @@ impl FileState {
             mtime: self.pending_mtime,
             mode: self.pending_mode,
             base: self.base,
+            partial: self.maybe_remote,
         }
     }
 }
@@ -210,7 +211,7 @@ impl FileSlot {
             spool,
             size: record.size,
             exists_remotely: record.base != Base::New,
-            maybe_remote: record.base == Base::New,
+            maybe_remote: record.partial,
             modified: record.modified,
             pending_mtime: record.mtime,
             pending_mode: record.mode,

@@ -174,8 +174,12 @@ impl FtpFs {
             st.pending_mode = old_mode.filter(|m| *m != DEFAULT_FILE_MODE);
         }
         let dir = snapshot.then_some(self.cfg.spool_dir.as_path());
+        // Async mode: a new file goes straight to its name (two round trips
+        // fewer) once its journal entry says that a crash may leave part of it
+        // there; without a journal entry, through a temporary name.
+        let straight = self.is_async() && !st.exists_remotely && self.mark_partial(&mut st, path);
         let mut job = slot.begin_upload(&mut st, stream.take(), dir)?;
-        job.new_via_temp = self.is_async();
+        job.new_via_temp = self.is_async() && !straight;
         Ok(Some(job))
     }
 
