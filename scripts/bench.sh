@@ -928,71 +928,77 @@ wb_run() {
         return
     fi
     ret=$T_SECS
+    # Files that are there may still be growing (uploads straight to the name):
+    # done when the whole tree is the same.
+    local deadline=$((SECONDS + $(cap "$TO_WB")))
     if ! wait_server_count "$dst" "$count" "$(cap "$TO_WB")"; then
         record "$wl" "$cont" timeout "" "$count" "returned after $ret s; not all on the server after $TO_WB s"
         return
     fi
+    until same_tree "$src" "$dst"; do
+        if ((SECONDS >= deadline)); then
+            record "$wl" "$cont" error "" "$count" "returned after $ret s; files on the server still differ after $TO_WB s"
+            return
+        fi
+        sleep 0.05
+    done
     t1=$(now)
-    if ! same_tree "$src" "$dst"; then
-        record "$wl" "$cont" error "$(elapsed "$t0" "$t1")" "$count" "files on the server differ from the originals"
+    record "$wl" "$cont" ok "$(elapsed "$t0" "$t1")" "$count" "returned after $ret s"
+}
+
+# wb_mounted CONTENDER KIND CP_WL TAR_WL: mounts CONTENDER (with FTPFS_OPTS
+# for ftpfs), runs cp -r and tar x into w/wb/cp-KIND and w/wb/tar-KIND.
+wb_mounted() {
+    local cont=$1 kind=$2 cp_wl=$3 tar_wl=$4 local_dir="$WORK/local" base="$ROOT/w/wb"
+    local mnt="$WORK/mnt/wb-$kind-$SET_TAG"
+    if ! mount_fs "$cont" "$mnt"; then
+        record_mount_failure "$cont" "$cp_wl" "$tar_wl"
         return
     fi
-    record "$wl" "$cont" ok "$(elapsed "$t0" "$t1")" "$count" "returned after $ret s"
+    mkdir -p "$mnt/w/wb/cp-$kind" "$mnt/w/wb/tar-$kind"
+    wb_run "$cp_wl" "$cont" "$base/cp-$kind/$CUR_WB" "$CUR_WB_N" "$local_dir/$CUR_WB" \
+        cp -r "$local_dir/$CUR_WB" "$mnt/w/wb/cp-$kind/"
+    wb_run "$tar_wl" "$cont" "$base/tar-$kind/$CUR_TREE" "$CUR_TAR_N" "$local_dir/$CUR_TREE" \
+        tar -C "$mnt/w/wb/tar-$kind" -xf "$local_dir/$CUR_TREE.tar"
+    umount_fs "$cont" "$mnt"
 }
 
 # bench_writeback: ftpfs in both modes, rclone --vfs-cache-mode writes (async
 # rows), and lftp mirror -R with as many parallel transfers as ftpfs uploads.
 bench_writeback() {
-    local local_dir="$WORK/local" base="$ROOT/w/wb" mode cont mnt
-    mkdir -p "$base"
-    chown "$USER_NAME:" "$base"
+    local mode
+    mkdir -p "$ROOT/w/wb"
+    chown "$USER_NAME:" "$ROOT/w/wb"
     for mode in close async; do
-        (($(budget_left) < 60)) && { skip_rest ftpfs "wb_cp_$mode" "wb_tar_$mode"; continue; }
-        mnt="$WORK/mnt/wb-$mode-$SET_TAG"
-        if FTPFS_OPTS="writeback=$mode" mount_fs ftpfs "$mnt"; then
-            mkdir -p "$mnt/w/wb/cp-$mode" "$mnt/w/wb/tar-$mode"
-            wb_run "wb_cp_$mode" ftpfs "$base/cp-$mode/$CUR_WB" "$CUR_WB_N" "$local_dir/$CUR_WB" \
-                cp -r "$local_dir/$CUR_WB" "$mnt/w/wb/cp-$mode/"
-            wb_run "wb_tar_$mode" ftpfs "$base/tar-$mode/$CUR_TREE" "$CUR_TAR_N" "$local_dir/$CUR_TREE" \
-                tar -C "$mnt/w/wb/tar-$mode" -xf "$local_dir/$CUR_TREE.tar"
-            umount_fs ftpfs "$mnt"
-        else
-            record_mount_failure ftpfs "wb_cp_$mode" "wb_tar_$mode"
+        if (($(budget_left) < 60)); then
+            skip_rest ftpfs "wb_cp_$mode" "wb_tar_$mode"
+            continue
         fi
+        FTPFS_OPTS="writeback=$mode" wb_mounted ftpfs "$mode" "wb_cp_$mode" "wb_tar_$mode"
     done
     if [[ " $CONTENDERS " == *" rclone-writes "* ]] && (($(budget_left) >= 60)); then
-        mnt="$WORK/mnt/wb-rclone-$SET_TAG"
-        if mount_fs rclone-writes "$mnt"; then
-            mkdir -p "$mnt/w/wb/cp-rclone" "$mnt/w/wb/tar-rclone"
-            wb_run wb_cp_async rclone-writes "$base/cp-rclone/$CUR_WB" "$CUR_WB_N" "$local_dir/$CUR_WB" \
-                cp -r "$local_dir/$CUR_WB" "$mnt/w/wb/cp-rclone/"
-            wb_run wb_tar_async rclone-writes "$base/tar-rclone/$CUR_TREE" "$CUR_TAR_N" "$local_dir/$CUR_TREE" \
-                tar -C "$mnt/w/wb/tar-rclone" -xf "$local_dir/$CUR_TREE.tar"
-            umount_fs rclone-writes "$mnt"
-        else
-            record_mount_failure rclone-writes wb_cp_async wb_tar_async
-        fi
+        wb_mounted rclone-writes rclone wb_cp_async wb_tar_async
     fi
     if (($(budget_left) >= 60)); then
         check_proxy "lftp mirror -R --parallel"
-        local wl
-        lftp_run "$TO_WB" "mirror -R --parallel=$WB_PARALLEL $local_dir/$CUR_WB w/wb/cp-lftp/$CUR_WB"
-        for wl in wb_cp_close wb_cp_async; do
-            if ((T_RC == 0)) && ! same_tree "$local_dir/$CUR_WB" "$base/cp-lftp/$CUR_WB"; then
-                record "$wl" raw error "$T_SECS" "$CUR_WB_N" "files on the server differ"
-            else
-                record_step "$wl" raw "$CUR_WB_N"
-            fi
-        done
-        lftp_run "$TO_WB" "mirror -R --parallel=$WB_PARALLEL $local_dir/$CUR_TREE w/wb/tar-lftp/$CUR_TREE"
-        for wl in wb_tar_close wb_tar_async; do
-            if ((T_RC == 0)) && ! same_tree "$local_dir/$CUR_TREE" "$base/tar-lftp/$CUR_TREE"; then
-                record "$wl" raw error "$T_SECS" "$CUR_TAR_N" "files on the server differ"
-            else
-                record_step "$wl" raw "$CUR_TAR_N"
-            fi
-        done
+        wb_lftp "$CUR_WB" "$CUR_WB_N" cp wb_cp_close wb_cp_async
+        wb_lftp "$CUR_TREE" "$CUR_TAR_N" tar wb_tar_close wb_tar_async
     fi
+}
+
+# wb_lftp TREE COUNT KIND WORKLOAD...: the raw anchor of write-back rows: lftp
+# mirror -R --parallel of local TREE to w/wb/KIND-lftp/, recorded for each WORKLOAD.
+wb_lftp() {
+    local tree=$1 count=$2 kind=$3 wl
+    shift 3
+    lftp_run "$TO_WB" "mirror -R --parallel=$WB_PARALLEL $WORK/local/$tree w/wb/$kind-lftp/$tree"
+    for wl in "$@"; do
+        if ((T_RC == 0)) && ! same_tree "$WORK/local/$tree" "$ROOT/w/wb/$kind-lftp/$tree"; then
+            record "$wl" raw error "$T_SECS" "$count" "files on the server differ"
+        else
+            record_step "$wl" raw "$count"
+        fi
+    done
 }
 
 # ---------------------------------------------------------------------------

@@ -74,21 +74,7 @@ fn show(v: &Option<Vec<u8>>) -> String {
 
 /// Phase 1: no faults, every result exact.
 fn run_exact(initial: &[Option<Vec<u8>>], ops: &[Op]) -> Result<(), String> {
-    let mut fs = Driver::new(initial, None);
-    let mut model = Model::new(initial);
-    let mut trace = Trace::default();
-    for op in ops {
-        if model::skip_known(&model, op) {
-            continue;
-        }
-        let want = model.apply(op);
-        let got = fs.run(op);
-        trace.push(op, &got);
-        if got != want {
-            return Err(trace.fail(format!("{op:?} gave {got:?}; the model says {want:?}")));
-        }
-    }
-    finish(&mut fs, &mut model, &mut trace, End::Exact)
+    run_without_faults(Driver::new(initial, None), initial, ops)
 }
 
 /// Phase 3: async write-back over the in-memory remote, with crashes: every
@@ -98,7 +84,16 @@ fn run_exact(initial: &[Option<Vec<u8>>], ops: &[Op]) -> Result<(), String> {
 /// every upload done) the server holds the model's files.
 fn run_async(initial: &[Option<Vec<u8>>], ops: &[Op]) -> Result<(), String> {
     let _ = env_logger::builder().is_test(true).try_init();
-    let mut fs = Driver::new_async(initial);
+    run_without_faults(Driver::new_async(initial), initial, ops)
+}
+
+/// Phases 1 and 3: every result exact, and after each crash (phase 3 only)
+/// every path one of the contents the model allows.
+fn run_without_faults(
+    mut fs: Driver,
+    initial: &[Option<Vec<u8>>],
+    ops: &[Op],
+) -> Result<(), String> {
     let mut model = Model::new(initial);
     let mut trace = Trace::default();
     for op in ops {
