@@ -62,6 +62,21 @@ fn write_file(fs: &FtpFs, name: &str, data: &[u8], close: bool) -> u64 {
 
 const SYNC_LIMIT: Option<Duration> = Some(Duration::from_secs(20));
 
+/// Rewrites `name` (O_TRUNC) with `data` through a mount whose uploads the
+/// server refuses, flushes, and lets the daemon die with the handle open.
+fn rewrite_then_crash(r: &Arc<MemoryRemote>, d: &Dirs, name: &str, data: &[u8]) {
+    let fs = mount(r, d.spool.path(), d.journal.path());
+    r.disk_full.store(true, Ordering::SeqCst);
+    let attr = fs.lookup(inodes::ROOT, name).expect("lookup");
+    let (fh, _) = fs
+        .open(attr.ino, libc::O_WRONLY | libc::O_TRUNC)
+        .expect("open");
+    fs.write(fh, 0, data).expect("write");
+    fs.flush(fh).expect("flush");
+    fs.stop_uploaders();
+    // Dropped without release or unmount: a crash.
+}
+
 #[test]
 fn close_returns_from_the_journal_and_the_upload_follows() {
     let r = Arc::new(MemoryRemote::new());
@@ -109,16 +124,10 @@ fn a_crash_leaves_the_journal_and_the_next_mount_uploads_it() {
         let fs = mount(&r, d.spool.path(), d.journal.path());
         r.disk_full.store(true, Ordering::SeqCst);
         write_file(&fs, "new.txt", b"brand new", true);
-        // Still open when the daemon dies: what the last flush saved counts.
-        let attr = fs.lookup(inodes::ROOT, "old.txt").expect("lookup");
-        let (fh, _) = fs
-            .open(attr.ino, libc::O_WRONLY | libc::O_TRUNC)
-            .expect("open");
-        fs.write(fh, 0, b"rewritten").expect("write");
-        fs.flush(fh).expect("flush");
         fs.stop_uploaders();
-        // Dropped without release or unmount: a crash.
     }
+    // Still open when the daemon dies: what the last flush saved counts.
+    rewrite_then_crash(&r, &d, "old.txt", b"rewritten");
     r.disk_full.store(false, Ordering::SeqCst);
     let mut left = pending_in(d.journal.path());
     left.sort();
@@ -128,7 +137,8 @@ fn a_crash_leaves_the_journal_and_the_next_mount_uploads_it() {
     let spool2 = tempfile::tempdir().expect("tempdir");
     let fs = mount(&r, spool2.path(), d.journal.path());
     fs.resume_journal();
-    // The mount shows the pending content before it is uploaded.
+    // The mount shows the pending content, uploaded or not.
+    assert_eq!(fs.lookup(inodes::ROOT, "old.txt").expect("lookup").size, 9);
     let report = fs.sync_uploads(SYNC_LIMIT);
     assert_eq!(report, SyncReport::default());
     assert_eq!(r.content("/new.txt").as_deref(), Some(&b"brand new"[..]));
@@ -141,17 +151,7 @@ fn a_file_changed_on_the_server_meanwhile_keeps_both_versions() {
     let r = Arc::new(MemoryRemote::new());
     r.add_file("/page.html", b"v1");
     let d = dirs();
-    {
-        let fs = mount(&r, d.spool.path(), d.journal.path());
-        r.disk_full.store(true, Ordering::SeqCst);
-        let attr = fs.lookup(inodes::ROOT, "page.html").expect("lookup");
-        let (fh, _) = fs
-            .open(attr.ino, libc::O_WRONLY | libc::O_TRUNC)
-            .expect("open");
-        fs.write(fh, 0, b"ours").expect("write");
-        fs.flush(fh).expect("flush");
-        fs.stop_uploaders();
-    }
+    rewrite_then_crash(&r, &d, "page.html", b"ours");
     r.disk_full.store(false, Ordering::SeqCst);
     // Someone else changes the file while ours waits in the journal.
     r.add_file("/page.html", b"theirs, longer");

@@ -21,7 +21,6 @@
 //! takes the queue while holding either.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -96,8 +95,6 @@ impl Queue {
 pub(super) struct Uploader {
     queue: Mutex<Queue>,
     changed: Condvar,
-    /// Set once a worker could not be started (then uploads run in the caller).
-    degraded: AtomicBool,
 }
 
 /// What `ftpfs sync` reports.
@@ -262,7 +259,6 @@ impl FtpFs {
         if let Err(e) = spawned {
             log::error!("cannot start an upload thread: {e}");
             lock(&self.uploader.queue).workers -= 1;
-            self.uploader.degraded.store(true, Ordering::SeqCst);
         }
     }
 
