@@ -262,7 +262,7 @@ impl Filesystem for FuseAdapter {
         _atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
@@ -282,6 +282,7 @@ impl Filesystem for FuseAdapter {
                 Some(TimeOrNow::SpecificTime(t)) => Some(t),
                 None => None,
             },
+            through_handle: fh.is_some(),
         };
         match run("setattr", || self.fs.setattr(ino.0, &set)) {
             Ok(a) => reply.attr(&self.fs.ttl(), &file_attr(&a)),

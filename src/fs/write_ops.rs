@@ -22,6 +22,9 @@ pub struct SetAttr {
     pub gid: Option<u32>,
     pub size: Option<u64>,
     pub mtime: Option<SystemTime>,
+    /// The call came through an open file (ftruncate, or the truncate of an
+    /// O_TRUNC open): that file's close saves the change.
+    pub through_handle: bool,
 }
 
 impl FtpFs {
@@ -402,7 +405,7 @@ impl FtpFs {
             self.check_writable()?;
         }
         if let Some(size) = set.size {
-            self.truncate(ino, size)?;
+            self.truncate(ino, size, set.through_handle)?;
         }
         if let Some(mode) = set.mode {
             self.chmod(ino, mode & 0o7777)?;
@@ -431,7 +434,7 @@ impl FtpFs {
         self.getattr(ino)
     }
 
-    fn truncate(&self, ino: u64, size: u64) -> FsResult<()> {
+    fn truncate(&self, ino: u64, size: u64, through_handle: bool) -> FsResult<()> {
         let (path, e) = self.entry_of(ino)?;
         if e.kind != EntryKind::File {
             return Err(Errno(libc::EISDIR));
@@ -444,8 +447,10 @@ impl FtpFs {
         let slot = self.slot_or_new(ino, Base::of(&e), content, e.size, true)?;
         let resized = self.resize(&slot, &path, size);
         self.content_changed(ino);
-        // truncate(2) on a file nobody has open takes effect at once.
-        let alone = slot.lock().writers == 1;
+        // truncate(2) on a file nobody has open takes effect at once; through
+        // a handle, at that handle's close (even if the kernel asks before our
+        // open has counted the handle's writer).
+        let alone = !through_handle && slot.lock().writers == 1;
         let uploaded = if alone && resized.is_ok() {
             self.save_now(ino)
         } else {

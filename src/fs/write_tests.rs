@@ -174,6 +174,24 @@ fn truncate_of_a_closed_file_takes_effect_at_once() {
 }
 
 #[test]
+fn a_truncate_through_a_handle_waits_for_its_close() {
+    let f = setup();
+    let a = f.fs.lookup(d(&f), "old.txt").unwrap();
+    let (fh, _) = f.fs.open(a.ino, libc::O_WRONLY).unwrap();
+    // The kernel's truncate of an O_TRUNC open, or ftruncate(2).
+    let set = SetAttr {
+        size: Some(0),
+        through_handle: true,
+        ..SetAttr::default()
+    };
+    assert_eq!(f.fs.setattr(a.ino, &set).unwrap().size, 0);
+    assert_eq!(f.r.content("/d/old.txt").unwrap(), b"0123456789");
+    f.fs.flush(fh).unwrap();
+    f.fs.release(fh);
+    assert_eq!(f.r.content("/d/old.txt").unwrap(), b"");
+}
+
+#[test]
 fn a_failed_upload_is_an_error_and_keeps_the_old_file() {
     let f = setup();
     f.r.disk_full.store(true, Ordering::SeqCst);
