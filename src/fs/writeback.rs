@@ -70,13 +70,16 @@ impl FtpFs {
         Ok(slot)
     }
 
-    /// Drops the state of `ino` once nothing needs it: no writer, and nothing
-    /// the server still lacks. The cached listing has what the upload wrote.
+    /// Drops the state of `ino` once nothing needs it: no writer, nothing the
+    /// server still lacks, and no journal entry left to drop (the upload that
+    /// saved it drops it). The cached listing has what the upload wrote.
     pub(super) fn forget_slot_if_idle(&self, ino: u64) {
         let mut files = lock(&self.files);
         let idle = files.get(&ino).is_some_and(|s| {
             let st = s.lock();
-            st.writers == 0 && matches!(st.phase, Phase::Clean | Phase::Unlinked)
+            st.writers == 0
+                && matches!(st.phase, Phase::Clean | Phase::Unlinked)
+                && st.journal.is_none()
         });
         if idle {
             files.remove(&ino);
@@ -124,7 +127,7 @@ impl FtpFs {
                 // for this upload, and removes or replaces what it put there.
                 Ok(_) if unlinked => return Ok(()),
                 Ok(_) => {
-                    self.uploaded(ino, &job, &path);
+                    self.uploaded(ino, &slot, &job, &path);
                     if slot.generation() == job.generation || job.generation >= want {
                         return Ok(());
                     }
@@ -215,10 +218,10 @@ impl FtpFs {
 
     /// The caches learn what an upload put on the server; a time set while the
     /// upload was waiting goes to the server now.
-    fn uploaded(&self, ino: u64, job: &UploadJob, path: &str) {
+    /// `slot` is the uploader's own: another thread may have forgotten it already.
+    fn uploaded(&self, ino: u64, slot: &FileSlot, job: &UploadJob, path: &str) {
         lock(&self.opened_versions).remove(&ino);
-        let slot = self.slot(ino);
-        let mtime = slot.as_ref().and_then(|s| s.lock().pending_mtime.take());
+        let mtime = slot.lock().pending_mtime.take();
         match mtime {
             Some(t) => {
                 if let Err(Errno(e)) = self.store_mtime(ino, path, t, false) {
@@ -229,9 +232,7 @@ impl FtpFs {
             // throughout, so the time does not jump when the listing is refreshed.
             None => self.remember_mtime(ino, whole_seconds(job.modified), None),
         }
-        if let Some(slot) = slot {
-            self.unjournal_if_saved(&slot, Some(path));
-        }
+        self.unjournal_if_saved(slot, Some(path));
         if !job.exists_remotely {
             let parent = lock(&self.inodes).parent(ino);
             if let Some(p) = parent {
