@@ -282,3 +282,78 @@ fn a_file_stays_visible_while_its_first_upload_lands() {
     }
     assert_eq!(fs.sync_uploads(SYNC_LIMIT), SyncReport::default());
 }
+
+/// Writes `data` to a new file `name` in 1 MiB writes, in order, and flushes.
+fn write_in_order(fs: &FtpFs, name: &str, data: &[u8]) -> u64 {
+    let (attr, fh) = fs
+        .create(inodes::ROOT, name, 0o644, libc::O_WRONLY)
+        .expect("create");
+    for (i, chunk) in data.chunks(1 << 20).enumerate() {
+        fs.write(fh, (i << 20) as u64, chunk).expect("write");
+    }
+    fs.flush(fh).expect("flush");
+    fs.release(fh);
+    attr.ino
+}
+
+#[test]
+fn a_big_file_written_in_order_streams_and_its_close_finishes_the_upload() {
+    let r = Arc::new(MemoryRemote::new());
+    let d = dirs();
+    let fs = mount(&r, d.spool.path(), d.journal.path());
+    let data: Vec<u8> = (0..write_ops::ASYNC_STREAM_FROM + (3 << 19))
+        .map(|i| (i % 251) as u8)
+        .collect();
+    write_in_order(&fs, "big.bin", &data);
+    // On the server when close() returned: nothing was journaled or queued.
+    assert!(r.content("/big.bin").as_deref() == Some(&data[..]));
+    assert!(pending_in(d.journal.path()).is_empty());
+    assert_eq!(r.stores.load(Ordering::SeqCst), 1, "one streamed STOR");
+    assert_eq!(fs.sync_uploads(SYNC_LIMIT), SyncReport::default());
+    let temps: Vec<String> = r
+        .paths()
+        .into_iter()
+        .filter(|p| p.contains(lifecycle::TEMP_PREFIX))
+        .collect();
+    assert!(temps.is_empty(), "{temps:?}");
+}
+
+#[test]
+fn a_big_file_whose_stream_is_refused_goes_to_the_journal() {
+    let r = Arc::new(MemoryRemote::new());
+    let d = dirs();
+    let fs = mount(&r, d.spool.path(), d.journal.path());
+    r.disk_full.store(true, Ordering::SeqCst);
+    let data = vec![7u8; (write_ops::ASYNC_STREAM_FROM + (1 << 20)) as usize];
+    let ino = write_in_order(&fs, "big.bin", &data);
+    assert_eq!(pending_in(d.journal.path()), ["/big.bin"]);
+    assert_eq!(fs.getattr(ino).expect("getattr").size, data.len() as u64);
+    r.disk_full.store(false, Ordering::SeqCst);
+    let report = fs.sync_uploads(SYNC_LIMIT);
+    assert_eq!(report, SyncReport::default());
+    assert!(r.content("/big.bin").as_deref() == Some(&data[..]));
+    assert!(pending_in(d.journal.path()).is_empty());
+}
+
+#[test]
+fn a_file_written_out_of_order_never_streams() {
+    let r = Arc::new(MemoryRemote::new());
+    let d = dirs();
+    let fs = mount(&r, d.spool.path(), d.journal.path());
+    let (_, fh) = fs
+        .create(inodes::ROOT, "holes.bin", 0o644, libc::O_WRONLY)
+        .expect("create");
+    fs.write(fh, 1 << 20, b"late").expect("write");
+    let big = vec![1u8; write_ops::ASYNC_STREAM_FROM as usize];
+    fs.write(fh, 0, &big).expect("write");
+    fs.flush(fh).expect("flush");
+    // Before the release queues the upload: nothing went to the server yet.
+    assert_eq!(r.stores.load(Ordering::SeqCst), 0, "nothing streamed");
+    assert_eq!(pending_in(d.journal.path()), ["/holes.bin"]);
+    fs.release(fh);
+    assert_eq!(fs.sync_uploads(SYNC_LIMIT), SyncReport::default());
+    assert_eq!(
+        r.content("/holes.bin").map(|c| c.len()),
+        Some(big.len().max((1 << 20) + 4))
+    );
+}

@@ -23,7 +23,7 @@ mod spool;
 mod streaming;
 #[cfg(test)]
 mod tests;
-mod write_ops;
+pub(crate) mod write_ops;
 #[cfg(test)]
 mod write_tests;
 mod writeback;

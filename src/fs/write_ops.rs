@@ -14,6 +14,10 @@ use super::{lock, Attr, Errno, FsResult, FtpFs, Handle};
 use crate::fs::meta::split_path;
 use crate::remote::{EntryKind, ErrorKind};
 
+/// In async mode, a file written in order streams to the server once it grows
+/// past this (smaller ones are journaled and uploaded in the background).
+pub const ASYNC_STREAM_FROM: u64 = 8 << 20;
+
 /// What a setattr call asks for.
 #[derive(Debug, Default, Clone)]
 pub struct SetAttr {
@@ -201,10 +205,21 @@ impl FtpFs {
         let was = st.size;
         st.size = was.max(offset + data.len() as u64);
         slot.content_changed(&mut st);
-        let stream_to = self.stream_target(&st, &path, stream.as_ref(), offset, was);
+        let end = offset + data.len() as u64;
+        let stream_to = self.stream_target(&st, &path, stream.as_ref(), offset, end, was);
+        let prefix = match (&stream_to, stream.as_ref()) {
+            // A stream that starts late sends what the spool holds before this write.
+            (Some(_), None) if offset > 0 => Some(st.spool.read_at(0, offset, offset)?),
+            _ => None,
+        };
         drop(st);
         match stream_to {
-            Some(target) => self.feed_stream(&slot, &mut stream, &path, target, data),
+            Some(target) => {
+                let prefix = prefix.as_deref().unwrap_or_default();
+                self.feed_stream(&slot, &mut stream, &path, target, prefix, data)
+            }
+            // Async mode: a file written in order may still stream once it is big.
+            None if self.is_async() && stream.is_none() && offset == was => {}
             None => {
                 let abandoned = stream.take().map(Streaming::abandon);
                 let mut st = slot.lock();
@@ -217,22 +232,26 @@ impl FtpFs {
         Ok(data.len() as u32)
     }
 
-    /// Where the write at `offset` may stream to: only a file rewritten from its
-    /// start, in order, streams; a new file straight to its name (unless it is
+    /// Where the write of `offset..end` may stream to: only a file rewritten from
+    /// its start, in order, streams; a new file straight to its name (unless it is
     /// private: it is restricted before its content goes up), an existing one to a
     /// temporary name. None means the spool is uploaded at close instead.
+    ///
+    /// In async mode a file streams only once it grows past [`ASYNC_STREAM_FROM`]
+    /// written in order (small files are journaled and uploaded in the
+    /// background), and always to a temporary name: no journal entry tells a
+    /// crash that part of it may be at its name.
     fn stream_target(
         &self,
         st: &FileState,
         path: &str,
         stream: Option<&Streaming>,
         offset: u64,
+        end: u64,
         size_before: u64,
     ) -> Option<String> {
         let private = !st.exists_remotely && st.pending_mode.is_some_and(|m| m & 0o044 != 0o044);
-        // In async mode close() must not wait for a stream's last reply.
         if self.cfg.upload_mode != UploadMode::Atomic
-            || self.is_async()
             || private
             || st.no_streaming
             || st.phase == Phase::Unlinked
@@ -242,6 +261,10 @@ impl FtpFs {
         match stream {
             Some(s) if s.next == offset => Some(s.temp.clone()),
             Some(_) => None,
+            None if self.is_async() => {
+                let crossing = offset < ASYNC_STREAM_FROM && end >= ASYNC_STREAM_FROM;
+                (offset == size_before && crossing).then(|| temp_path_for(path))
+            }
             None if offset == 0 && size_before == 0 => Some(if st.exists_remotely {
                 temp_path_for(path)
             } else {
@@ -251,15 +274,17 @@ impl FtpFs {
         }
     }
 
-    /// Sends `data` down the streaming upload, starting it first if need be. A
-    /// stream that breaks, or whose connection another transfer is waiting for,
-    /// is abandoned: the spool is uploaded at close instead.
+    /// Sends `prefix` (what the spool holds before a late start) and `data` down
+    /// the streaming upload, starting it first if need be. A stream that breaks,
+    /// or whose connection another transfer is waiting for, is abandoned: the
+    /// spool is uploaded at close instead.
     fn feed_stream(
         &self,
         slot: &FileSlot,
         stream: &mut Option<Streaming>,
         path: &str,
         target: String,
+        prefix: &[u8],
         data: &[u8],
     ) {
         if stream.is_none() {
@@ -275,8 +300,10 @@ impl FtpFs {
                 }
             }
         }
-        let fed =
-            !self.remote.transfer_contended() && stream.as_mut().is_some_and(|s| s.feed(data));
+        let fed = !self.remote.transfer_contended()
+            && stream
+                .as_mut()
+                .is_some_and(|s| s.feed(prefix) && s.feed(data));
         if !fed {
             if self.remote.transfer_contended() {
                 log::debug!("another transfer waits: {path} goes to the spool, uploaded at close");
@@ -296,12 +323,33 @@ impl FtpFs {
         match handle.as_ref() {
             Handle::File {
                 ino, write: true, ..
-            } if self.is_async() => self.journal_now(*ino),
+            } if self.is_async() => self.finish_stream_or_journal(*ino),
             Handle::File {
                 ino, write: true, ..
             } => self.upload(*ino),
             _ => Ok(()),
         }
+    }
+
+    /// Async close: a file that streamed all of its content finishes its upload
+    /// now (one round trip, cheaper than making the spool durable); any other
+    /// goes to the journal, as does one whose stream fails here.
+    fn finish_stream_or_journal(&self, ino: u64) -> FsResult<()> {
+        let complete = self.slot(ino).is_some_and(|slot| {
+            let stream = lock(&slot.stream);
+            let size = slot.lock().size;
+            stream.as_ref().is_some_and(|s| s.next == size)
+        });
+        if complete {
+            match self.upload(ino) {
+                Ok(()) => return Ok(()),
+                Err(Errno(e)) => log::info!(
+                    "the streamed upload of inode {ino} did not finish (errno {e}); \
+                     it goes to the journal"
+                ),
+            }
+        }
+        self.journal_now(ino)
     }
 
     /// The changes of `ino` are to take effect now (a truncate of a closed
