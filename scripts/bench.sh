@@ -262,13 +262,14 @@ wl_label() {
     randread) echo "$CUR_RAND_N random 4 KiB reads in the $(size_label "$BIG_MIB") file (raw: curl -r, one request each)" ;;
     peak_rss) echo "peak RSS of the client process (VmHWM)" ;;
     wb_cp_close | wb_cp_async) echo "$CUR_WB_N files of 4 KiB copied in (cp -r), writeback=${1#wb_cp_}: until all on the server (note: when cp returned; raw: lftp mirror -R --parallel=$WB_PARALLEL)" ;;
+    wb_write_close | wb_write_async) echo "$(size_label "$WRITE_MIB") sequential write (cp), writeback=${1#wb_write_}: until complete on the server (note: when cp returned)" ;;
     wb_tar_close | wb_tar_async) echo "tar x of a $CUR_TAR_N-file archive (20 directories), writeback=${1#wb_tar_}: until all on the server (note: when tar returned; raw: lftp mirror -R --parallel=$WB_PARALLEL of the tree)" ;;
     *) echo "$1" ;;
     esac
 }
 wl_unit() {
     case "$1" in
-    read_* | write) echo MiB ;;
+    read_* | write | wb_write_*) echo MiB ;;
     small_* | rsync_* | wb_*) echo files ;;
     ls_during_upload) echo s ;;
     ls_*) echo entries ;;
@@ -703,27 +704,29 @@ wl_randread_mount() {
     record_step randread "$cont" "$CUR_RAND_N"
 }
 
+# wl_write_mount CONTENDER MNT [WORKLOAD [DIR]]: cp of write.bin into DIR (default
+# w/CONTENDER) of the mount, timed until the file is complete on the server.
 wl_write_mount() {
-    local cont=$1 mnt=$2
-    local dst="w/$cont/write.bin" t0 t1 cp_secs note=""
+    local cont=$1 mnt=$2 wl=${3:-write} dir=${4:-w/$1}
+    local dst="$dir/write.bin" t0 t1 cp_secs note=""
     t0=$(now)
     timed "$TO_WRITE" cp "$WORK/local/write.bin" "$mnt/$dst"
     if ((T_RC != 0)); then
-        record_step write "$cont" "$WRITE_BYTES"
+        record_step "$wl" "$cont" "$WRITE_BYTES"
         return
     fi
     cp_secs=$T_SECS
     if ! wait_server_file "$ROOT/$dst" "$WRITE_BYTES" "$(cap "$TO_WRITE")"; then
-        record write "$cont" timeout "" "$WRITE_BYTES" "cp took $cp_secs s; file not complete on the server after $TO_WRITE s"
+        record "$wl" "$cont" timeout "" "$WRITE_BYTES" "cp took $cp_secs s; file not complete on the server after $TO_WRITE s"
         return
     fi
     t1=$(now)
     if ! cmp -s "$WORK/local/write.bin" "$ROOT/$dst"; then
-        record write "$cont" error "$(elapsed "$t0" "$t1")" "$WRITE_BYTES" "the file on the server differs from the source"
+        record "$wl" "$cont" error "$(elapsed "$t0" "$t1")" "$WRITE_BYTES" "the file on the server differs from the source"
         return
     fi
-    [[ "$cont" == rclone-writes ]] && note="cp alone: $cp_secs s"
-    record write "$cont" ok "$(elapsed "$t0" "$t1")" "$WRITE_BYTES" "$note"
+    [[ "$cont" == rclone-writes || "$wl" == wb_* ]] && note="returned after $cp_secs s"
+    record "$wl" "$cont" ok "$(elapsed "$t0" "$t1")" "$WRITE_BYTES" "$note"
     rm -f "$ROOT/$dst"
 }
 
@@ -960,6 +963,10 @@ wb_mounted() {
         cp -r "$local_dir/$CUR_WB" "$mnt/w/wb/cp-$kind/"
     wb_run "$tar_wl" "$cont" "$base/tar-$kind/$CUR_TREE" "$CUR_TAR_N" "$local_dir/$CUR_TREE" \
         tar -C "$mnt/w/wb/tar-$kind" -xf "$local_dir/$CUR_TREE.tar"
+    if [[ "$cont" == ftpfs ]]; then
+        mkdir -p "$mnt/w/wb/write-$kind"
+        wl_write_mount ftpfs "$mnt" "wb_write_$kind" "w/wb/write-$kind"
+    fi
     umount_fs "$cont" "$mnt"
 }
 
@@ -971,7 +978,7 @@ bench_writeback() {
     chown "$USER_NAME:" "$ROOT/w/wb"
     for mode in close async; do
         if (($(budget_left) < 60)); then
-            skip_rest ftpfs "wb_cp_$mode" "wb_tar_$mode"
+            skip_rest ftpfs "wb_cp_$mode" "wb_tar_$mode" "wb_write_$mode"
             continue
         fi
         FTPFS_OPTS="writeback=$mode" wb_mounted ftpfs "$mode" "wb_cp_$mode" "wb_tar_$mode"

@@ -24,7 +24,8 @@ CONTENDERS = [
 RATE_UNITS = {"MiB": "MiB/s", "files": "files/s", "entries": "entries/s", "reads": "reads/s"}
 WL_ORDER = ["read_cold", "read_warm", "write", "small_out", "small_in", "ls_cold",
             "ls_warm", "ls_during_upload", "rsync_noop", "rsync_fresh", "randread",
-            "wb_cp_close", "wb_cp_async", "wb_tar_close", "wb_tar_async", "peak_rss"]
+            "wb_cp_close", "wb_cp_async", "wb_tar_close", "wb_tar_async",
+            "wb_write_close", "wb_write_async", "peak_rss"]
 RTT_S = 0.040  # 20 ms per direction
 
 
@@ -184,11 +185,26 @@ def returned_after(res):
     return float(m.group(1)) if m else None
 
 
+def big_write_targets(get):
+    """A big sequential write is no slower in async mode: to return, and to land."""
+    close, asyn = get("wb_write_close", "ftpfs"), get("wb_write_async", "ftpfs")
+    rc, ra = returned_after(close), returned_after(asyn)
+    ok = None if rc is None or ra is None else ra <= rc * 1.1
+    out = [("wb_write_async", "big write returns no later than in close mode (10% noise)",
+            verdict(ok, "n/a" if ok is None else f"{ra:.2f} s vs {rc:.2f} s"))]
+    s = speed_vs(close, asyn)
+    out.append(("wb_write_async", "big write on the server no later than in close mode (10% noise)",
+                verdict(None if s is None else s <= 1.1,
+                        "n/a" if s is None else f"{s:.2f}× close mode's time")))
+    return out
+
+
 def writeback_targets(server, delay, get):
     """Issue #13's targets: async against close mode, lftp and rclone writes."""
     out = []
     if server not in ("vsftpd", "pyftpdlib"):
         return out
+    out += big_write_targets(get)
     if delay == 0:
         s = speed_vs(get("small_in", "raw"), get("small_in", "ftpfs"))
         out.append(("small_in", "≤ 1.0× lftp mirror -R -P1 time (close mode)",
