@@ -68,7 +68,7 @@ pub const OPTIONS: &[(&str, &str, &str)] = &[
     (
         "cache_dir=DIR",
         "$XDG_CACHE_HOME/ftpfs",
-        "where unsaved writes are spooled (a private 0700 directory)",
+        "where unsaved writes are spooled (a private 0700 directory), the async journal, and the exact times ftpfs set (kept across mounts)",
     ),
     (
         "writeback=MODE",

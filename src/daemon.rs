@@ -206,6 +206,18 @@ pub fn journal_dir(
     Ok(Some(dir))
 }
 
+/// The file that keeps the exact times ftpfs set on `server` across mounts
+/// (see `fs::set_times`): `BASE/times-HASH`, next to the spool directories
+/// (made first); None (times kept for this mount only) without a BASE.
+pub fn set_times_file(configured: Option<&Path>, server: &str) -> Option<PathBuf> {
+    let base = cache_base(configured);
+    if !base.is_dir() {
+        return None;
+    }
+    let hash = crate::status::fnv1a(server.as_bytes());
+    Some(base.join(format!("times-{hash:016x}")))
+}
+
 /// Removes a journal directory that holds nothing pending any more.
 pub fn remove_journal_if_empty(dir: &Path) {
     let pending = std::fs::read_dir(dir).map(|rd| {

@@ -167,6 +167,12 @@ pub trait Remote: Send + Sync {
     /// Sets the modification time; `Unsupported` when the server cannot.
     fn set_mtime(&self, path: &str, mtime: SystemTime) -> RemoteResult<()>;
 
+    /// The server's own modification time of a file, to the second (MDTM);
+    /// `Unsupported` when the server cannot tell.
+    fn mtime(&self, _path: &str) -> RemoteResult<SystemTime> {
+        Err(RemoteError::new(ErrorKind::Unsupported, "no MDTM"))
+    }
+
     /// Sets the permission bits; `Unsupported` when the server cannot.
     fn chmod(&self, path: &str, mode: u32) -> RemoteResult<()>;
 

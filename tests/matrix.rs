@@ -51,6 +51,7 @@ matrix_tests!(
         mtime_touch,
         chmod_or_eperm,
         rsync_twice,
+        rsync_after_a_remount_sends_nothing,
         cp_r_tree,
         list_2000_entries,
     ]
@@ -281,6 +282,74 @@ fn rsync_twice(s: FtpServer) {
     }
     trees_equal(&src, &m.path("dst"));
     trees_equal(&src, &s.path("dst"));
+}
+
+/// `rsync -a` onto a fresh mount of what an earlier mount wrote: nothing is
+/// sent, though LIST shows only minutes (or days), and the walk costs listings
+/// only: no command per file (issue 14). The two mounts share a cache_dir,
+/// where the first one leaves the exact times it set.
+fn rsync_after_a_remount_sends_nothing(s: FtpServer) {
+    let can_chmod = server_has_site_chmod(&s);
+    let local = tempfile::tempdir().unwrap();
+    let src = local.path().join("src");
+    make_tree(&src);
+    // Old enough for LIST to show only the day.
+    let (ok, out) = sh(Command::new("touch")
+        .args(["-d", "2019-03-04 05:06:07 UTC"])
+        .arg(src.join("top.bin"))
+        .arg(src.join("dir 1/sub/file-2.bin")));
+    assert!(ok, "touch: {out}");
+    let cache = tempfile::tempdir().unwrap();
+    let cache_opt = format!("cache_dir={}", cache.path().display());
+    let flags: &[&str] = if can_chmod { &["-a"] } else { &["-rltgoD"] };
+    let rsync = |m: &Mount| {
+        sh(Command::new("rsync")
+            .args(flags)
+            .arg("--stats")
+            .arg(format!("{}/", src.display()))
+            .arg(format!("{}/", m.path("dst").display())))
+    };
+    let mut first = Mount::new(&s, &[&cache_opt]);
+    let (ok, out) = rsync(&first);
+    assert!(ok, "first rsync {flags:?}: {out}\n{}", ctx(&s, &first));
+    first.unmount().expect("unmount");
+
+    let m = Mount::new(&s, &[&cache_opt]);
+    s.clear_commands();
+    let (ok, out) = rsync(&m);
+    assert!(ok, "rsync after the remount: {out}\n{}", ctx(&s, &m));
+    assert!(
+        out.contains("Number of regular files transferred: 0"),
+        "rsync after the remount sent files:\n{out}\n{}",
+        ctx(&s, &m)
+    );
+    let cmds = s.commands();
+    let verb = |c: &String| {
+        c.split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase()
+    };
+    // Directory times that the server keeps its own way are set again: one
+    // command per directory, not per file.
+    let sets_a_dir_time = |c: &String| {
+        let dir = c.splitn(3, ' ').nth(2).unwrap_or("");
+        ["MDTM", "MFMT"].contains(&verb(c).as_str()) && s.path(dir.trim_start_matches('/')).is_dir()
+    };
+    let per_file: Vec<&String> = cmds
+        .iter()
+        .filter(|c| ["RETR", "STOR", "MDTM", "SIZE", "MFMT", "MLST"].contains(&verb(c).as_str()))
+        .filter(|c| !sets_a_dir_time(c))
+        .collect();
+    assert!(per_file.is_empty(), "commands per file: {per_file:?}");
+    // 8 directories (dst, 3 dirs, 3 subs... and the root): one listing each,
+    // with room for a re-list after the cache times out.
+    let listings = cmds
+        .iter()
+        .filter(|c| ["LIST", "MLSD", "NLST"].contains(&verb(c).as_str()))
+        .count();
+    assert!(listings <= 16, "{listings} listings: {cmds:?}");
+    trees_equal(&src, &m.path("dst"));
 }
 
 fn cp_r_tree(s: FtpServer) {

@@ -318,6 +318,13 @@ impl Remote for FaultyRemote {
         self.change(&format!("rmdir {path}"), || self.inner.rmdir(path))
     }
 
+    fn mtime(&self, path: &str) -> RemoteResult<SystemTime> {
+        match self.roll() {
+            Fault::None => self.inner.mtime(path),
+            _ => Err(self.error(&format!("mtime {path}"), "before")),
+        }
+    }
+
     fn set_mtime(&self, path: &str, mtime: SystemTime) -> RemoteResult<()> {
         self.change(&format!("set_mtime {path}"), || {
             self.inner.set_mtime(path, mtime)

@@ -268,6 +268,14 @@ impl Remote for MemoryRemote {
         Ok(())
     }
 
+    fn mtime(&self, path: &str) -> RemoteResult<SystemTime> {
+        match self.lock().get(path) {
+            Some(Node::File(_, t, _)) => Ok(*t),
+            Some(_) => Err(RemoteError::new(ErrorKind::NotFound, "not a file")),
+            None => Err(RemoteError::new(ErrorKind::NotFound, path)),
+        }
+    }
+
     fn set_mtime(&self, path: &str, mtime: SystemTime) -> RemoteResult<()> {
         match self.lock().get_mut(path) {
             Some(Node::File(_, t, _)) => {

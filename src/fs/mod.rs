@@ -19,6 +19,7 @@ pub mod meta;
 mod namespace;
 mod prefetch;
 pub mod reader;
+pub mod set_times;
 mod spool;
 mod streaming;
 #[cfg(test)]
@@ -108,6 +109,9 @@ pub struct FsConfig {
     pub journal_dir: Option<PathBuf>,
     /// Background uploads at once in async mode.
     pub upload_workers: usize,
+    /// Where the exact times ftpfs set are remembered across mounts (None:
+    /// for this mount only).
+    pub set_times_file: Option<PathBuf>,
 }
 
 impl Default for FsConfig {
@@ -127,6 +131,7 @@ impl Default for FsConfig {
             writeback: Writeback::Close,
             journal_dir: None,
             upload_workers: 3,
+            set_times_file: None,
         }
     }
 }
@@ -195,6 +200,8 @@ pub struct FtpFs {
     /// Modification times we set, by inode, with the server's time when we set them:
     /// LIST shows only minutes, and some servers cannot store times at all.
     local_mtimes: Mutex<HashMap<u64, (SystemTime, Option<SystemTime>)>>,
+    /// The exact times we set on the server, by path, across mounts.
+    set_times: set_times::SetTimes,
     /// The listing (identity, length) served at each directory's last opendir.
     dir_versions: Mutex<HashMap<u64, (usize, usize)>>,
     /// Background downloads of the small files a directory walk will open next.
@@ -226,8 +233,13 @@ impl FtpFs {
                         None
                     }
                 });
+        let set_times = match &cfg.set_times_file {
+            Some(f) => set_times::SetTimes::open(f),
+            None => set_times::SetTimes::in_memory(),
+        };
         FtpFs {
             journal,
+            set_times,
             uploader: Default::default(),
             meta: MetaCache::new(cfg.cache_timeout, cfg.max_cached_entries),
             blocks: Arc::new(BlockCache::new(cfg.block_cache)),
@@ -286,6 +298,7 @@ impl FtpFs {
             let mut entries = self.remote.list(dir)?;
             // Our own uploads in progress are not the user's files.
             entries.retain(|e| !e.name.starts_with(TEMP_PREFIX));
+            self.set_times.apply(dir, &mut entries);
             Ok(entries)
         })?)
     }

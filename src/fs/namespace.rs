@@ -115,6 +115,7 @@ impl FtpFs {
             l.remove(name);
         });
         self.meta.invalidate_tree(&path);
+        self.set_times.forget(&path);
         lock(&self.inodes).unlink(parent, name);
         self.touch_dir(parent);
         Ok(())
@@ -150,6 +151,7 @@ impl FtpFs {
         if let Some(i) = ino {
             lock(&self.local_mtimes).remove(&i);
         }
+        self.set_times.forget(&path);
         self.meta.update(&dir, |l| {
             l.remove(name);
         });
@@ -309,6 +311,7 @@ impl FtpFs {
             }
             return Err(e);
         }
+        self.set_times.rename(&from, &to);
         let mut moved = src.clone();
         moved.name = new_name.to_string();
         self.meta.update(&dir, |l| {

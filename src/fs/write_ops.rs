@@ -475,7 +475,8 @@ impl FtpFs {
                     self.remember_mtime(ino, whole_seconds(t), None);
                 } else {
                     let (path, e) = self.entry_of(ino)?;
-                    self.store_mtime(ino, &path, t, e.kind == EntryKind::Dir)?;
+                    let file_size = (e.kind != EntryKind::Dir).then_some(e.size);
+                    self.store_mtime(ino, &path, t, file_size)?;
                 }
             }
         }

@@ -224,13 +224,16 @@ impl FtpFs {
         let mtime = slot.lock().pending_mtime.take();
         match mtime {
             Some(t) => {
-                if let Err(Errno(e)) = self.store_mtime(ino, path, t, false) {
+                if let Err(Errno(e)) = self.store_mtime(ino, path, t, Some(job.size)) {
                     log::warn!("setting the time of {path} after upload failed (errno {e})");
                 }
             }
             // The server's own time is within a second or two of ours; show ours
             // throughout, so the time does not jump when the listing is refreshed.
-            None => self.remember_mtime(ino, whole_seconds(job.modified), None),
+            None => {
+                self.set_times.forget(path);
+                self.remember_mtime(ino, whole_seconds(job.modified), None)
+            }
         }
         self.unjournal_if_saved(slot, Some(path));
         if !job.exists_remotely {
@@ -280,18 +283,32 @@ impl FtpFs {
     }
 
     /// Sets a modification time on the server; one it cannot store is kept here.
+    /// `file_size` is None for a directory: its time is not remembered across
+    /// mounts (servers rarely store it, and listings change it).
     pub(super) fn store_mtime(
         &self,
         ino: u64,
         path: &str,
         t: SystemTime,
-        is_dir: bool,
+        file_size: Option<u64>,
     ) -> FsResult<()> {
         let t = whole_seconds(t);
+        let is_dir = file_size.is_none();
         match self.remote.set_mtime(path, t) {
-            Ok(()) => {}
+            Ok(()) => {
+                if let Some(size) = file_size {
+                    self.set_times.remember(path, size, t, None);
+                }
+            }
             Err(e) if e.kind == ErrorKind::Unsupported => {
                 log::debug!("keeping the mtime of {path} locally: {}", e.message);
+                if let Some(size) = file_size {
+                    // Shown across mounts while the server's own time stays.
+                    match self.remote.mtime(path) {
+                        Ok(server) => self.set_times.remember(path, size, t, Some(server)),
+                        Err(e) => log::debug!("no MDTM for {path}: {}", e.message),
+                    }
+                }
             }
             // Most servers set times on files only, and refuse directories with a bare 550.
             Err(e) if is_dir && !e.kind.is_transient() => {

@@ -267,6 +267,15 @@ impl Remote for FtpRemote {
         self.simple_change(ErrorKind::NotFound, "RMD", path)
     }
 
+    fn mtime(&self, path: &str) -> RemoteResult<SystemTime> {
+        let line = format!("MDTM {}", self.full_path(path));
+        let reply = self.simple(&line)?;
+        reply
+            .split_whitespace()
+            .find_map(listing::parse_time_val)
+            .ok_or_else(|| RemoteError::new(ErrorKind::Protocol, format!("{line}: {reply}")))
+    }
+
     fn set_mtime(&self, path: &str, mtime: SystemTime) -> RemoteResult<()> {
         let full = self.full_path(path);
         let stamp = listing::format_time_val(mtime);

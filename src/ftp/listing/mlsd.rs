@@ -67,7 +67,7 @@ pub fn parse_mlsd_line(line: &str) -> Option<Entry> {
         } else if key.eq_ignore_ascii_case("sizd") {
             sizd = Some(value.parse().unwrap_or(0));
         } else if key.eq_ignore_ascii_case("modify") {
-            mtime = parse_mlsd_time(value);
+            mtime = parse_time_val(value);
         } else if key.eq_ignore_ascii_case("unix.mode") {
             unix_mode = parse_octal_mode(value);
         } else if key.eq_ignore_ascii_case("perm") {
@@ -133,8 +133,8 @@ fn parse_mlsd_type(value: &str) -> MlsdType {
     MlsdType::Entry(EntryKind::File, None)
 }
 
-/// `YYYYMMDDHHMMSS[.fraction]` in UTC.
-fn parse_mlsd_time(value: &str) -> Option<SystemTime> {
+/// `YYYYMMDDHHMMSS[.fraction]` in UTC (MLSD facts, MDTM replies).
+pub fn parse_time_val(value: &str) -> Option<SystemTime> {
     let (main, frac) = match value.split_once('.') {
         Some((m, f)) => (m, Some(f)),
         None => (value, None),

@@ -27,7 +27,7 @@ mod tests;
 use crate::remote::{is_valid_name, Entry};
 use std::time::SystemTime;
 
-pub use mlsd::{parse_mlsd, parse_mlsd_line};
+pub use mlsd::{parse_mlsd, parse_mlsd_line, parse_time_val};
 pub use time::format_time_val;
 
 /// LIST lines, Unix `ls -l` style or DOS/IIS style (autodetected per line); `now`
