@@ -402,7 +402,10 @@ impl Filesystem for FuseAdapter {
     ) {
         log::trace!("read fh={} offset={offset} size={size}", fh.0);
         match run("read", || self.fs.read(fh.0, offset, size)) {
-            Ok(d) => reply.data(&d),
+            Ok(d) => {
+                log::trace!("read fh={} offset={offset} gave {}", fh.0, d.len());
+                reply.data(&d)
+            }
             Err(e) => reply.error(e),
         }
     }

@@ -23,6 +23,8 @@ on_both_servers!(
     listing_costs_constant_commands,
     long_read_does_not_block_ls,
     symlinks,
+    same_size_replacement_is_seen,
+    shrinking_while_open_gives_short_reads,
 );
 
 #[derive(Debug, PartialEq)]
@@ -294,4 +296,74 @@ fn symlinks(s: FtpServer) {
             assert_eq!(fs::read(m.path("link")).unwrap(), b"pointed at\n");
         }
     }
+}
+
+/// A file replaced on the server by another of the same size is seen by the
+/// next open once `cache_timeout` has passed: cached blocks belong to the size
+/// and time they were read with (issue 14).
+fn same_size_replacement_is_seen(s: FtpServer) {
+    let (old, new) = (gen_bytes(300_000, 1), gen_bytes(300_000, 2));
+    s.create_file("f.bin", &old);
+    let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    fs::File::options()
+        .write(true)
+        .open(s.path("f.bin"))
+        .and_then(|f| f.set_modified(an_hour_ago))
+        .expect("set the server file's time");
+    let m = Mount::new(&s, &["cache_timeout=1"]);
+    assert!(fs::read(m.path("f.bin")).unwrap() == old);
+    s.create_file("f.bin", &new);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        fs::read(m.path("f.bin")).unwrap() == new,
+        "the old content came back\n{}",
+        m.log()
+    );
+}
+
+/// A file cut short on the server while it is open: reads before the new end
+/// give the file's bytes, reads past it EOF, and a read across it (which the
+/// kernel, still holding the old size, would fill up with zeros) EIO; never
+/// bytes the file did not have, and never a hang.
+fn shrinking_while_open_gives_short_reads(s: FtpServer) {
+    let data = gen_bytes(8 << 20, 3);
+    s.create_file("s.bin", &data);
+    let m = Mount::new(&s, &["cache_timeout=1"]);
+    let f = fs::File::open(m.path("s.bin")).unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    // Cut before the first read: a server sending the file while it is cut
+    // may itself send bytes that were never the file's (sendfile of truncated
+    // pages), which no client can tell from data.
+    fs::File::options()
+        .write(true)
+        .open(s.path("s.bin"))
+        .and_then(|f| f.set_len(1 << 20))
+        .expect("truncate on the server");
+    for offset in [0, (1 << 20) - 100, 6 << 20, (8 << 20) - 10] {
+        let start = std::time::Instant::now();
+        let got = f.read_at(&mut buf, offset as u64);
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "read at {offset} took {:?}",
+            start.elapsed()
+        );
+        let n = match got {
+            Ok(n) => n,
+            Err(e) if e.raw_os_error() == Some(libc::EIO) && offset > 0 && offset < 1 << 20 => 0,
+            Err(e) => panic!("read at {offset}: {e}\n{}", m.log()),
+        };
+        assert!(
+            buf[..n] == data[offset..offset + n],
+            "read at {offset} gave {n} bytes that the file never had (first {} match)\n{}",
+            buf[..n]
+                .iter()
+                .zip(&data[offset..offset + n])
+                .take_while(|(a, b)| a == b)
+                .count(),
+            m.log()
+        );
+    }
+    drop(f);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(fs::read(m.path("s.bin")).unwrap() == data[..1 << 20]);
 }

@@ -213,6 +213,9 @@ struct StreamState {
     /// The producer may read up to here.
     limit: u64,
     eof: bool,
+    /// The end came before the size the file had at open: it changed on the
+    /// server since.
+    short: bool,
     error: Option<RemoteError>,
     /// The consumer gave up on this stream.
     cancelled: bool,
@@ -316,6 +319,21 @@ impl Stream {
         st.last_request = Some(Instant::now());
         self.shared.cv.notify_all();
         loop {
+            if st.short && want_end > st.produced {
+                if offset >= st.produced {
+                    return Ok(Outcome::Data(Bytes::empty())); // past the new end
+                }
+                // A short read here would be filled up with zeros by the kernel,
+                // which still has the old size: an error instead of bytes the
+                // file never had.
+                return Err(RemoteError::new(
+                    ErrorKind::Protocol,
+                    format!(
+                        "the file changed on the server while it was read: it ends at {}",
+                        st.produced
+                    ),
+                ));
+            }
             let end = if st.eof {
                 want_end.min(st.produced)
             } else {
@@ -466,8 +484,18 @@ fn produce(
         match result {
             Ok(()) => {
                 let eof = filled < BLOCK as usize;
+                let short = eof && pos + (filled as u64) < key.size;
                 let block = Arc::new(Block::from(block));
-                cache.insert(key, pos / BLOCK, Arc::clone(&block));
+                if short {
+                    log::warn!(
+                        "{path} changed on the server while it was read: it ends at {}, not {}",
+                        pos + filled as u64,
+                        key.size
+                    );
+                    st.short = true;
+                } else {
+                    cache.insert(key, pos / BLOCK, Arc::clone(&block));
+                }
                 pos += filled as u64;
                 st.produced = pos;
                 if filled > 0 {

@@ -174,9 +174,12 @@ impl Mount {
             cmd.arg("-o").arg(opts.join(","));
         }
         cmd.arg(url).arg(&dir);
-        cmd.env("RUST_LOG", "ftpfs=debug")
-            .env("RUST_BACKTRACE", "1")
-            .env_remove("FTPFS_PASSWORD");
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("FTPFS_TEST_LOG").unwrap_or("ftpfs=debug".into()),
+        )
+        .env("RUST_BACKTRACE", "1")
+        .env_remove("FTPFS_PASSWORD");
         if let Some(pw) = password {
             cmd.env("FTPFS_PASSWORD", pw);
         }
