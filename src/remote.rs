@@ -182,6 +182,12 @@ pub trait Remote: Send + Sync {
         false
     }
 
+    /// Connections free for background work now (idle, or not opened yet within
+    /// the limit), less one kept for whatever the user does next.
+    fn spare_connections(&self) -> usize {
+        usize::MAX
+    }
+
     /// Sets what to call when a transfer starts waiting for a connection, so that
     /// the filesystem can give up idle streams that hold one.
     fn on_contention(&self, _hook: ContentionHook) {}

@@ -5,6 +5,7 @@
 mod async_tests;
 mod async_writeback;
 mod background;
+mod dir_prefetch;
 #[cfg(any(test, feature = "testing"))]
 pub mod faulty;
 pub mod inodes;
@@ -206,6 +207,8 @@ pub struct FtpFs {
     dir_versions: Mutex<HashMap<u64, (usize, usize)>>,
     /// Background downloads of the small files a directory walk will open next.
     prefetch: prefetch::Prefetcher,
+    /// Background listings of the directories a tree walk will open next.
+    dir_prefetch: dir_prefetch::DirPrefetch,
     /// Ourselves, for background work (empty when not built with `new_shared`).
     me: Weak<FtpFs>,
     /// Uploads retried in the background after close: (inode -> path, signal).
@@ -255,6 +258,7 @@ impl FtpFs {
             background: Arc::new((Mutex::new(HashMap::new()), Condvar::new())),
             me: Weak::new(),
             prefetch: prefetch::Prefetcher::default(),
+            dir_prefetch: dir_prefetch::DirPrefetch::default(),
             dir_versions: Mutex::new(HashMap::new()),
         }
     }
@@ -484,6 +488,7 @@ impl FtpFs {
             return Err(Errno(libc::ENOTDIR));
         }
         let listing = self.listing(&path)?;
+        self.prefetch_subdirs(&path, &listing);
         let parent = lock(&self.inodes).parent(ino).unwrap_or(ROOT);
         let mut items = Vec::with_capacity(listing.entries.len() + 2);
         for (name, i) in [(".", ino), ("..", parent)] {

@@ -321,3 +321,30 @@ fn a_walk_through_small_files_prefetches_the_next_ones() {
         "only {block_hits} files came from the prefetch"
     );
 }
+
+#[test]
+fn opening_a_directory_prefetches_its_subdirectories_once() {
+    let r = Arc::new(MemoryRemote::new());
+    for d in 0..10 {
+        r.add_dir(&format!("/d{d}"));
+        r.add_file(&format!("/d{d}/f"), b"x");
+    }
+    r.add_file("/plain", b"x");
+    let fs = FtpFs::new_shared(Arc::clone(&r) as Arc<dyn Remote>, FsConfig::default());
+    let fh = fs.opendir(ROOT).unwrap();
+    fs.releasedir(fh);
+    // The root, then each of the ten directories in the background.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while r.lists.load(Ordering::SeqCst) < 11 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(r.lists.load(Ordering::SeqCst), 11);
+    // The walk then finds every one cached.
+    for d in 0..10 {
+        let a = fs.lookup(ROOT, &format!("d{d}")).unwrap();
+        let fh = fs.opendir(a.ino).unwrap();
+        fs.releasedir(fh);
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(r.lists.load(Ordering::SeqCst), 11);
+}

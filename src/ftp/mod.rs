@@ -331,6 +331,10 @@ impl Remote for FtpRemote {
         self.pool.transfer_contended()
     }
 
+    fn spare_connections(&self) -> usize {
+        self.pool.spare()
+    }
+
     fn on_contention(&self, hook: ContentionHook) {
         self.pool.set_contention_hook(hook);
     }

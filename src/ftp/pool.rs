@@ -210,6 +210,17 @@ impl Pool {
 
     /// Whether a transfer (or a command, when transfers hold every connection) has
     /// waited [`CONTENTION_AFTER`] or longer for a connection.
+    /// Connections free now (idle, or room to open one) beyond one kept back
+    /// for the user, and none while a transfer waits.
+    pub fn spare(&self) -> usize {
+        let st = self.lock();
+        if !st.waiting.is_empty() {
+            return 0;
+        }
+        let unopened = self.limit().saturating_sub(st.total);
+        (st.idle.len() + unopened).saturating_sub(1)
+    }
+
     pub fn transfer_contended(&self) -> bool {
         self.lock()
             .waiting

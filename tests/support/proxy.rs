@@ -525,6 +525,8 @@ pub struct Stats {
     pub commands: u64,
     /// Data connections relayed (passive and active).
     pub data_connections: u64,
+    /// The most data connections relayed at the same moment.
+    pub peak_data_connections: u64,
     /// Bytes relayed on data connections, client to server (uploads).
     pub bytes_to_server: u64,
     /// Bytes relayed on data connections, server to client (downloads, listings).
@@ -542,6 +544,8 @@ struct Counters {
     rejected_sessions: AtomicU64,
     commands: AtomicU64,
     data_connections: AtomicU64,
+    active_data_connections: AtomicU64,
+    peak_data_connections: AtomicU64,
     bytes_to_server: AtomicU64,
     bytes_to_client: AtomicU64,
     control_resets: AtomicU64,
@@ -634,6 +638,7 @@ impl Proxy {
             rejected_sessions: get(&c.rejected_sessions),
             commands: get(&c.commands),
             data_connections: get(&c.data_connections),
+            peak_data_connections: get(&c.peak_data_connections),
             bytes_to_server: get(&c.bytes_to_server),
             bytes_to_client: get(&c.bytes_to_client),
             control_resets: get(&c.control_resets),
@@ -1417,6 +1422,25 @@ struct DataCount {
     fired: bool,
 }
 
+/// Counts one data connection as open while it lives, and keeps the peak.
+struct ActiveData<'a>(&'a Counters);
+
+impl<'a> ActiveData<'a> {
+    fn new(c: &'a Counters) -> Self {
+        let now = c.active_data_connections.fetch_add(1, Ordering::SeqCst) + 1;
+        c.peak_data_connections.fetch_max(now, Ordering::SeqCst);
+        ActiveData(c)
+    }
+}
+
+impl Drop for ActiveData<'_> {
+    fn drop(&mut self) {
+        self.0
+            .active_data_connections
+            .fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 fn relay_data(
     inner: &Arc<Inner>,
     accepted: TcpStream,
@@ -1432,6 +1456,7 @@ fn relay_data(
         return;
     }
     bump(&inner.stats.data_connections, 1);
+    let _active = ActiveData::new(&inner.stats);
     if !sleep_unless_dead(inner.delay, &link) {
         return;
     }
