@@ -36,6 +36,11 @@ pub const OPTIONS: &[(&str, &str, &str)] = &[
     ),
     ("connections=N", "4", "size of the FTP connection pool"),
     (
+        "read_streams=N",
+        "4",
+        "downloads at once for one large sequential read, where one stream is slow (a server that paces each connection); 1 turns it off",
+    ),
+    (
         "cache_timeout=SECS",
         "30",
         "how long attributes and listings are trusted",
@@ -267,6 +272,7 @@ pub struct MountOpts {
     pub user: Option<String>,
     pub password_file: Option<PathBuf>,
     pub connections: usize,
+    pub read_streams: usize,
     pub cache_timeout: Duration,
     pub block_cache_mib: usize,
     pub connect_timeout: Duration,
@@ -296,6 +302,7 @@ impl Default for MountOpts {
             user: None,
             password_file: None,
             connections: 4,
+            read_streams: 4,
             cache_timeout: Duration::from_secs(30),
             block_cache_mib: 32,
             connect_timeout: Duration::from_secs(10),
@@ -369,6 +376,12 @@ impl MountOpts {
                         o.connections = number(name, value)?;
                         if !(1..=64).contains(&o.connections) {
                             return Err("option connections must be between 1 and 64".into());
+                        }
+                    }
+                    "read_streams" => {
+                        o.read_streams = number(name, value)?;
+                        if !(1..=16).contains(&o.read_streams) {
+                            return Err("option read_streams must be between 1 and 16".into());
                         }
                     }
                     "cache_timeout" => o.cache_timeout = seconds(name, value)?,

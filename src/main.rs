@@ -217,6 +217,7 @@ fn run(args: Args) -> Result<(), String> {
         // Transfers may take all connections but one (kept for listings).
         upload_workers: opts.connections.saturating_sub(1).max(1),
         set_times_file: daemon::set_times_file(opts.cache_dir.as_deref(), &display),
+        read_streams: opts.read_streams,
         ..fs::FsConfig::default()
     };
     let spool_dir = fs_cfg.spool_dir.clone();

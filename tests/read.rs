@@ -367,3 +367,49 @@ fn shrinking_while_open_gives_short_reads(s: FtpServer) {
     std::thread::sleep(Duration::from_millis(1500));
     assert!(fs::read(m.path("s.bin")).unwrap() == data[..1 << 20]);
 }
+
+/// A large sequential read from a server that paces each data connection
+/// (2 MiB/s here) uses several REST+RETR streams at once, and the bytes match
+/// (issue 14).
+#[test]
+fn segmented_read_through_a_paced_server() {
+    let s = FtpServer::pyftpdlib_with_args(&["--throttle", "2097152"]);
+    let data = gen_bytes(24 << 20, 11);
+    s.create_file("big.bin", &data);
+    let m = Mount::new(&s, &["read_streams=4"]);
+    s.clear_commands();
+    let start = std::time::Instant::now();
+    let got = fs::read(m.path("big.bin")).unwrap();
+    let took = start.elapsed();
+    assert!(got == data, "the bytes differ\n{}", m.log());
+    let retrs = s
+        .commands()
+        .into_iter()
+        .filter(|c| c.starts_with("RETR"))
+        .count();
+    let (_, sha_src) = sha256_of(&data);
+    let (_, sha_got) = sha256_of(&got);
+    eprintln!("24 MiB at 2 MiB/s per connection: {took:?} over {retrs} RETR (sha256 {sha_got})");
+    assert_eq!(sha_src, sha_got);
+    assert!(retrs >= 3, "{retrs} RETR: one stream only?\n{}", m.log());
+    assert!(
+        m.log().contains("in segments"),
+        "no segmented read in the log\n{}",
+        m.log()
+    );
+}
+
+fn sha256_of(data: &[u8]) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("f");
+    fs::write(&p, data).unwrap();
+    let out = Command::new("sha256sum").arg(&p).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    (
+        out.status.success(),
+        text.split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}

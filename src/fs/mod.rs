@@ -20,6 +20,7 @@ pub mod meta;
 mod namespace;
 mod prefetch;
 pub mod reader;
+mod segments;
 pub mod set_times;
 mod spool;
 mod streaming;
@@ -110,6 +111,8 @@ pub struct FsConfig {
     pub journal_dir: Option<PathBuf>,
     /// Background uploads at once in async mode.
     pub upload_workers: usize,
+    /// Downloads at once for one large sequential read (see `segments`).
+    pub read_streams: usize,
     /// Where the exact times ftpfs set are remembered across mounts (None:
     /// for this mount only).
     pub set_times_file: Option<PathBuf>,
@@ -132,6 +135,7 @@ impl Default for FsConfig {
             writeback: Writeback::Close,
             journal_dir: None,
             upload_workers: 3,
+            read_streams: 4,
             set_times_file: None,
         }
     }

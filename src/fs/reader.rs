@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use lru::LruCache;
 
+use super::segments::{Segments, SEGMENT, SLOW_STREAM};
 use crate::remote::{ErrorKind, Remote, RemoteError, RemoteResult};
 
 /// The unit of download chunks and of the block cache.
@@ -59,7 +60,7 @@ pub struct Block(Vec<u8>);
 
 impl Block {
     /// A buffer of `BLOCK` bytes: a recycled one if there is one.
-    fn buffer() -> Vec<u8> {
+    pub(super) fn buffer() -> Vec<u8> {
         let recycled = crate::sync::lock(&SPARE).pop();
         let mut v = recycled.unwrap_or_default();
         v.resize(BLOCK as usize, 0); // zeroes only what was never written
@@ -239,6 +240,7 @@ impl Shared {
 struct Stream {
     shared: Arc<Shared>,
     start: u64,
+    since: Instant,
 }
 
 impl Drop for Stream {
@@ -289,7 +291,18 @@ impl Stream {
                 produce(source, producer, key, start, cache)
             })
             .map_err(|e| RemoteError::new(ErrorKind::Connection, format!("spawn: {e}")))?;
-        Ok(Stream { shared, start })
+        Ok(Stream {
+            shared,
+            start,
+            since: Instant::now(),
+        })
+    }
+
+    /// Bytes per second so far, once enough came to judge (None before).
+    fn speed(&self) -> Option<f64> {
+        let got = self.shared.lock().produced.saturating_sub(self.start);
+        let secs = self.since.elapsed().as_secs_f64();
+        (got >= super::segments::JUDGE_AFTER && secs > 0.0).then(|| got as f64 / secs)
     }
 
     /// Whether `offset` is within reach of this stream without a restart.
@@ -531,6 +544,11 @@ pub struct Reader {
     stream: Option<Stream>,
     window: u64,
     next_expected: u64,
+    /// Streams a large sequential read may use at once (`read_streams`).
+    streams: usize,
+    segments: Option<Segments>,
+    /// Segments failed here once: this handle stays with one stream.
+    no_segments: bool,
 }
 
 impl Reader {
@@ -541,6 +559,63 @@ impl Reader {
             stream: None,
             window: INITIAL_WINDOW,
             next_expected: 0,
+            streams: 1,
+            segments: None,
+            no_segments: false,
+        }
+    }
+
+    /// Lets a large sequential read use up to `n` streams at once.
+    pub fn with_streams(mut self, n: usize) -> Self {
+        self.streams = n.max(1);
+        self
+    }
+
+    /// Whether the read at `offset`, sequential on `stream`, should go on in
+    /// segments: several segments left, and the one stream slow.
+    fn worth_segments(&self, offset: u64) -> bool {
+        self.streams > 1
+            && !self.no_segments
+            && self.key.size.saturating_sub(offset) >= 2 * SEGMENT
+            && self
+                .stream
+                .as_ref()
+                .and_then(Stream::speed)
+                .is_some_and(|s| s < SLOW_STREAM)
+    }
+
+    /// Reads through the segments; None when the caller should use the stream.
+    fn read_segmented(
+        &mut self,
+        remote: &Arc<dyn Remote>,
+        cache: &Arc<BlockCache>,
+        offset: u64,
+        size: u64,
+        sequential: bool,
+        timeout: Duration,
+    ) -> Option<RemoteResult<Bytes>> {
+        // The kernel's read-ahead sends requests slightly out of order: only a
+        // jump away from the segments ends them (back to one stream, from there).
+        let near = self.segments.as_ref().is_some_and(|s| s.near(offset));
+        if !sequential && !near {
+            self.segments = None;
+            return None;
+        }
+        let seg = self.segments.as_mut()?;
+        match seg.read(remote, cache, offset, size, timeout) {
+            Ok(d) => {
+                self.next_expected = offset + d.len() as u64;
+                Some(Ok(d))
+            }
+            Err(e) if e.kind == ErrorKind::Protocol => Some(Err(e)),
+            Err(e) => {
+                log::debug!("{}: back to one stream ({})", self.path, e.message);
+                if e.message != "segment evicted" {
+                    self.no_segments = true;
+                }
+                self.segments = None;
+                None
+            }
         }
     }
 
@@ -578,6 +653,16 @@ impl Reader {
         }
         if sequential {
             self.window = (self.window * 2).clamp(BLOCK, MAX_WINDOW);
+        }
+        if let Some(r) = self.read_segmented(remote, cache, offset, size, sequential, timeout) {
+            return r;
+        }
+        if sequential && self.segments.is_none() && self.worth_segments(offset) {
+            self.segments = Some(Segments::new(&self.path, self.key, self.streams));
+            self.stream = None; // its connection goes to the segments
+            if let Some(r) = self.read_segmented(remote, cache, offset, size, true, timeout) {
+                return r;
+            }
         }
         for _ in 0..2 {
             let usable = self.stream.as_ref().is_some_and(|s| s.reaches(offset));

@@ -87,7 +87,7 @@ impl FtpFs {
         }
         let fh = self.add_handle(Handle::File {
             ino,
-            reader: Mutex::new(Reader::new(path, key)),
+            reader: Mutex::new(Reader::new(path, key).with_streams(self.cfg.read_streams)),
             write,
         });
         Ok((fh, keep_cache))
@@ -150,7 +150,7 @@ impl FtpFs {
         };
         let fh = self.add_handle(Handle::File {
             ino,
-            reader: Mutex::new(Reader::new(path, key)),
+            reader: Mutex::new(Reader::new(path, key).with_streams(self.cfg.read_streams)),
             write: true,
         });
         Ok((self.getattr(ino)?, fh))
