@@ -218,6 +218,9 @@ struct StreamState {
     /// server since.
     short: bool,
     error: Option<RemoteError>,
+    /// The download broke and was resumed: its speed says nothing about the
+    /// server's per-connection limit.
+    resumed: bool,
     /// The consumer gave up on this stream.
     cancelled: bool,
     /// The producer stopped early (idle) without reaching the end.
@@ -287,6 +290,7 @@ impl Stream {
                     remote,
                     path,
                     resumes: 0,
+                    shared: Arc::clone(&producer),
                 };
                 produce(source, producer, key, start, cache)
             })
@@ -299,8 +303,14 @@ impl Stream {
     }
 
     /// Bytes per second so far, once enough came to judge (None before).
+    /// A stream that broke on the way gives none: stalls are no reason to open more.
     fn speed(&self) -> Option<f64> {
-        let got = self.shared.lock().produced.saturating_sub(self.start);
+        let st = self.shared.lock();
+        if st.resumed || st.error.is_some() {
+            return None;
+        }
+        let got = st.produced.saturating_sub(self.start);
+        drop(st);
         let secs = self.since.elapsed().as_secs_f64();
         (got >= super::segments::JUDGE_AFTER && secs > 0.0).then(|| got as f64 / secs)
     }
@@ -413,6 +423,8 @@ struct Source {
     remote: Arc<dyn Remote>,
     path: String,
     resumes: u32,
+    /// Told when the download is resumed.
+    shared: Arc<Shared>,
 }
 
 impl Source {
@@ -429,6 +441,7 @@ impl Source {
                 return Err(err);
             }
             self.resumes += 1;
+            self.shared.lock().resumed = true;
             log::warn!(
                 "download of {} broke at {pos} ({err}); resuming (attempt {})",
                 self.path,
