@@ -20,6 +20,9 @@
 #   BENCH_KEEP=1         keep the work directory (data, logs, raw results)
 #   BENCH_SMALL_N_DELAY, BENCH_RAND_N_DELAY   small files / random reads used at
 #                        20 ms (full run: 50 and 25, to stay under 20 minutes)
+#   BENCH_DISTANCE=0     skip issue #14's rows (rsync after a remount, find/du of
+#                        a tree at DELAY_MS, a read from a server pacing each
+#                        connection; scripts/bench/distance.sh)
 #   BENCH_WB=0           skip the write-back rows (cp -r and tar x in each
 #                        writeback mode, issue #13); BENCH_WB_N_DELAY and
 #                        BENCH_TAR_N_DELAY set their sizes at 20 ms (200, 400)
@@ -43,6 +46,8 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 REPO="$PWD"
 BENCH_DIR="$REPO/scripts/bench"
+# shellcheck source=scripts/bench/distance.sh
+. "$BENCH_DIR/distance.sh"
 START_SECONDS=$SECONDS
 START_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')"
 
@@ -57,12 +62,12 @@ DELAY_MS=20
 WB_PARALLEL=3
 
 if [[ "$QUICK" == 1 ]]; then
-    BIG_MIB=64 WRITE_MIB=32 SMALL_N=100 DIR_N=1000 RAND_N=20
+    BIG_MIB=64 WRITE_MIB=32 SMALL_N=100 DIR_N=1000 RAND_N=20 WALK_DIRS=10 WALK_FILES=5 PACED_MIB=16
     SMALL_N_DELAY=${BENCH_SMALL_N_DELAY:-20} DIR_N_DELAY=200 RAND_N_DELAY=${BENCH_RAND_N_DELAY:-10}
     WB_N=100 TAR_N=200 WB_N_DELAY=${BENCH_WB_N_DELAY:-20} TAR_N_DELAY=${BENCH_TAR_N_DELAY:-40}
     OUT="${BENCH_OUT:-$REPO/target/bench/benchmarks-quick.md}"
 else
-    BIG_MIB=1024 WRITE_MIB=512 SMALL_N=1000 DIR_N=10000 RAND_N=200
+    BIG_MIB=1024 WRITE_MIB=512 SMALL_N=1000 DIR_N=10000 RAND_N=200 WALK_DIRS=100 WALK_FILES=20 PACED_MIB=64
     SMALL_N_DELAY=${BENCH_SMALL_N_DELAY:-50} DIR_N_DELAY=1000 RAND_N_DELAY=${BENCH_RAND_N_DELAY:-25}
     WB_N=1000 TAR_N=2000 WB_N_DELAY=${BENCH_WB_N_DELAY:-200} TAR_N_DELAY=${BENCH_TAR_N_DELAY:-400}
     OUT="${BENCH_OUT:-$REPO/docs/benchmarks.md}"
@@ -82,6 +87,8 @@ TO_WRITE=$((30 + WRITE_MIB / 5)) # >= ~5 MiB/s, upload included
 TO_LS=60
 TO_LSUP=$((60 + LSUP_MIB / 2)) # >= ~2 MiB/s, upload included
 TO_SMALL=240
+TO_WALK=240
+TO_PACED=$((30 + PACED_MIB / 2)) # >= 2 MiB/s
 TO_WB=400 # a write-back row: cp -r or tar x, and the uploads after it
 TO_RAND=60
 
@@ -263,14 +270,19 @@ wl_label() {
     peak_rss) echo "peak RSS of the client process (VmHWM)" ;;
     wb_cp_close | wb_cp_async) echo "$CUR_WB_N files of 4 KiB copied in (cp -r), writeback=${1#wb_cp_}: until all on the server (note: when cp returned; raw: lftp mirror -R --parallel=$WB_PARALLEL)" ;;
     wb_write_close | wb_write_async) echo "$(size_label "$WRITE_MIB") sequential write (cp), writeback=${1#wb_write_}: until complete on the server (note: when cp returned)" ;;
+    rsync_remount) echo "rsync -a no-op of $SMALL_N files on a fresh mount, after an earlier mount wrote them (raw: lftp mirror -R --only-newer)" ;;
+    walk_find) echo "find of $WALK_DIRS directories x $WALK_FILES files, fresh mount (raw: lftp find; rclone: lsf -R)" ;;
+    walk_du) echo "du -s of the same tree, fresh mount (raw: lftp du -s; rclone: size)" ;;
+    paced_read) echo "$PACED_MIB MiB read, server paces each connection to 4 MiB/s (raw: curl)" ;;
+    paced_read_pget) echo "the same read (raw: lftp pget -n 4)" ;;
     wb_tar_close | wb_tar_async) echo "tar x of a $CUR_TAR_N-file archive (20 directories), writeback=${1#wb_tar_}: until all on the server (note: when tar returned; raw: lftp mirror -R --parallel=$WB_PARALLEL of the tree)" ;;
     *) echo "$1" ;;
     esac
 }
 wl_unit() {
     case "$1" in
-    read_* | write | wb_write_*) echo MiB ;;
-    small_* | rsync_* | wb_*) echo files ;;
+    read_* | write | wb_write_* | paced_*) echo MiB ;;
+    small_* | rsync_* | wb_* | walk_*) echo files ;;
     ls_during_upload) echo s ;;
     ls_*) echo entries ;;
     randread) echo reads ;;
@@ -1223,6 +1235,10 @@ start_pyftpdlib || note "pyftpdlib did not start: its sets are skipped."
 for s in $SETS; do
     run_set "${s%%:*}" "${s##*:}"
 done
+if [[ "${BENCH_DISTANCE:-1}" == 1 ]] && (($(budget_left) >= 120)); then
+    SMALL_DIR_FOR_REMOUNT=small
+    run_distance
+fi
 
 # Per-contender failures and client log errors worth a line in the report.
 python3 "$BENCH_DIR/logscan.py" "$LOGDIR" >>"$WORK/notes.txt" || true

@@ -25,7 +25,8 @@ RATE_UNITS = {"MiB": "MiB/s", "files": "files/s", "entries": "entries/s", "reads
 WL_ORDER = ["read_cold", "read_warm", "write", "small_out", "small_in", "ls_cold",
             "ls_warm", "ls_during_upload", "rsync_noop", "rsync_fresh", "randread",
             "wb_cp_close", "wb_cp_async", "wb_tar_close", "wb_tar_async",
-            "wb_write_close", "wb_write_async", "peak_rss"]
+            "wb_write_close", "wb_write_async", "rsync_remount", "walk_find", "walk_du",
+            "paced_read", "paced_read_pget", "peak_rss"]
 RTT_S = 0.040  # 20 ms per direction
 
 
@@ -174,6 +175,31 @@ def targets_for(server, delay, get, run_rss_kib):
         else:
             out.append(("ls_cold", "≤ 5 round trips (RTT 40 ms)", verdict(None, "n/a")))
     out.extend(writeback_targets(server, delay, get))
+    if server == "distance":
+        out.extend(distance_targets(get))
+    return out
+
+
+def distance_targets(get):
+    """Issue #14's targets: remount rsync, tree walk, paced read."""
+    out = []
+    f, raw = get("rsync_remount", "ftpfs"), get("rsync_remount", "raw")
+    noop = f is not None and f.ok and "not a no-op" not in (f.note or "")
+    s = speed_vs(raw, f)
+    ok = None if f is None or not f.ok else noop and s is not None and s <= 1.0
+    out.append(("rsync_remount", "sends nothing, no slower than lftp mirror -R --only-newer",
+                verdict(ok, "n/a" if s is None else
+                        f"{'no-op' if noop else 'NOT a no-op'}, {s:.2f}× lftp time")))
+    s = speed_vs(get("walk_find", "ftpfs"), get("walk_find", "raw"))
+    out.append(("walk_find", "≥ 3× faster than lftp find",
+                verdict(None if s is None else s >= 3, "n/a" if s is None else f"{s:.2f}×")))
+    s = speed_vs(get("paced_read", "ftpfs"), get("paced_read", "raw"))
+    out.append(("paced_read", "≥ 3.5× faster than curl",
+                verdict(None if s is None else s >= 3.5, "n/a" if s is None else f"{s:.2f}×")))
+    s = speed_vs(get("paced_read_pget", "raw"), get("paced_read_pget", "ftpfs"))
+    out.append(("paced_read_pget", "no slower than lftp pget -n 4",
+                verdict(None if s is None else s <= 1.0,
+                        "n/a" if s is None else f"{s:.2f}× pget time")))
     return out
 
 
