@@ -57,9 +57,9 @@ WB="${BENCH_WB:-1}"
 SETS="${BENCH_SETS:-vsftpd:0 vsftpd:20 pyftpdlib:0 pyftpdlib:20 vsftpd-tls:0}"
 CONTENDERS="${BENCH_CONTENDERS:-raw ftpfs rclone rclone-writes}"
 DELAY_MS=20
-# ftpfs's transfer connections by default (connections=4, one kept for listings):
+# ftpfs's transfer connections by default (connections=5, one kept for listings):
 # lftp's mirror -R gets as many parallel uploads.
-WB_PARALLEL=3
+WB_PARALLEL=4
 
 if [[ "$QUICK" == 1 ]]; then
     BIG_MIB=64 WRITE_MIB=32 SMALL_N=100 DIR_N=1000 RAND_N=20 WALK_DIRS=10 WALK_FILES=5 PACED_MIB=16

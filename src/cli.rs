@@ -34,7 +34,7 @@ pub const OPTIONS: &[(&str, &str, &str)] = &[
         "none",
         "read the password from FILE (first line)",
     ),
-    ("connections=N", "4", "size of the FTP connection pool"),
+    ("connections=N", "5", "size of the FTP connection pool"),
     (
         "read_streams=N",
         "4",
@@ -301,7 +301,7 @@ impl Default for MountOpts {
             umask: 0,
             user: None,
             password_file: None,
-            connections: 4,
+            connections: 5,
             read_streams: 4,
             cache_timeout: Duration::from_secs(30),
             block_cache_mib: 32,
@@ -461,7 +461,7 @@ mod tests {
     #[test]
     fn defaults() {
         let o = parse(&[]).unwrap();
-        assert_eq!(o.connections, 4);
+        assert_eq!(o.connections, 5);
         assert_eq!(o.cache_timeout, Duration::from_secs(30));
         assert!(!o.read_only && !o.allow_other);
     }

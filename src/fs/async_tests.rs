@@ -328,6 +328,14 @@ fn a_big_file_whose_stream_is_refused_goes_to_the_journal() {
     let ino = write_in_order(&fs, "big.bin", &data);
     assert_eq!(pending_in(d.journal.path()), ["/big.bin"]);
     assert_eq!(fs.getattr(ino).expect("getattr").size, data.len() as u64);
+    // sync reports the refusal, and the data stays in the journal...
+    let report = fs.sync_uploads(SYNC_LIMIT);
+    assert_eq!(
+        report.failed,
+        [("/big.bin".to_string(), "552 disk full".to_string())]
+    );
+    assert_eq!(pending_in(d.journal.path()), ["/big.bin"]);
+    // ... and once the disk has room, the next sync tries again.
     r.disk_full.store(false, Ordering::SeqCst);
     let report = fs.sync_uploads(SYNC_LIMIT);
     assert_eq!(report, SyncReport::default());

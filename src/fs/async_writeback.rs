@@ -9,7 +9,7 @@
 //!   up to 30 s, for as long as the mount lives. A refusal (permission, quota,
 //!   a name the server rejects) is *failed*: the data stays in the journal, the
 //!   error is logged and shown by `ftpfs status` and `ftpfs sync`, and the next
-//!   close, fsync or mount tries again.
+//!   close, fsync, `ftpfs sync` or mount tries again.
 //! - **Conflicts.** The journal records what each upload replaces. Before an
 //!   upload resumed from the journal, or retried after a failure, ftpfs looks
 //!   at a fresh listing: if the server's file changed meanwhile, ours goes next
@@ -440,9 +440,19 @@ impl FtpFs {
         Ok(())
     }
 
-    /// Waits until no upload is queued or running (or `limit` passes).
+    /// Tries the uploads that failed for good once more (the user may have
+    /// fixed the cause, such as a full quota), then waits until no upload is
+    /// queued or running (or `limit` passes).
     pub fn sync_uploads(&self, limit: Option<Duration>) -> SyncReport {
         let deadline = limit.map(|l| Instant::now() + l);
+        let retry: Vec<u64> = {
+            let mut q = lock(&self.uploader.queue);
+            self.prune_failed(&mut q);
+            q.failed.keys().copied().collect()
+        };
+        for ino in retry {
+            self.queue_upload(ino);
+        }
         let mut q = lock(&self.uploader.queue);
         loop {
             let background_done = lock(&self.background.0).is_empty();

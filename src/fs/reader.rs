@@ -32,6 +32,8 @@ const MAX_WINDOW: u64 = 8 * 1024 * 1024;
 const KEEP_BEHIND: u64 = BLOCK;
 /// A forward jump up to this far is read through instead of restarting the download.
 const SKIP_AHEAD: u64 = 4 * 1024 * 1024;
+/// How often a read waiting on a stream that may go to segments judges its speed.
+const JUDGE_POLL: Duration = Duration::from_millis(20);
 /// How many times a download that broke is resumed (REST at the exact offset reached).
 const RESUME_ATTEMPTS: u32 = 3;
 /// A paused stream whose reader has not asked for anything in this long is closed.
@@ -146,6 +148,11 @@ impl BlockCache {
         }
     }
 
+    /// Whether block `index` of `key` is cached (without touching its age).
+    pub fn has(&self, key: FileKey, index: u64) -> bool {
+        self.lock().is_some_and(|c| c.contains(&(key, index)))
+    }
+
     /// The bytes `[offset, offset+len)` if every block they touch is cached.
     pub fn get_range(&self, key: FileKey, offset: u64, len: u64) -> Option<Bytes> {
         let mut c = self.lock()?;
@@ -211,8 +218,12 @@ struct StreamState {
     chunks: VecDeque<(u64, Arc<Block>)>,
     /// The offset the producer has reached.
     produced: u64,
+    /// Bytes received so far, up to inside the block being filled (for speed).
+    arrived: u64,
     /// The producer may read up to here.
     limit: u64,
+    /// Never beyond here (where segments take over; `u64::MAX` when none do).
+    cap: u64,
     eof: bool,
     /// The end came before the size the file had at open: it changed on the
     /// server since.
@@ -255,6 +266,8 @@ impl Drop for Stream {
 
 enum Outcome {
     Data(Bytes),
+    /// Asked to judge: the stream is slow enough for segments (nothing read).
+    Slow,
     /// The stream cannot serve this offset: start a new one.
     Restart,
 }
@@ -273,6 +286,7 @@ impl Stream {
             st: Mutex::new(StreamState {
                 produced: start,
                 limit: start + INITIAL_WINDOW,
+                cap: u64::MAX,
                 last_request: Some(Instant::now()),
                 ..Default::default()
             }),
@@ -303,16 +317,31 @@ impl Stream {
     }
 
     /// Bytes per second so far, once enough came to judge (None before).
-    /// A stream that broke on the way gives none: stalls are no reason to open more.
     fn speed(&self) -> Option<f64> {
-        let st = self.shared.lock();
+        self.speed_in(&self.shared.lock())
+    }
+
+    /// A stream that broke on the way gives none: stalls are no reason to open more.
+    fn speed_in(&self, st: &StreamState) -> Option<f64> {
         if st.resumed || st.error.is_some() {
             return None;
         }
-        let got = st.produced.saturating_sub(self.start);
-        drop(st);
+        let got = st.arrived.max(st.produced).saturating_sub(self.start);
         let secs = self.since.elapsed().as_secs_f64();
         (got >= super::segments::JUDGE_AFTER && secs > 0.0).then(|| got as f64 / secs)
+    }
+
+    /// Lets the stream read up to `end` at most (further blocks are left to
+    /// segments), or without bound again for `u64::MAX`.
+    fn cap(&self, end: u64) {
+        let mut st = self.shared.lock();
+        st.cap = end;
+        st.limit = st.limit.min(end);
+    }
+
+    /// Where the stream has been asked to read up to.
+    fn limit(&self) -> u64 {
+        self.shared.lock().limit
     }
 
     /// Whether `offset` is within reach of this stream without a restart.
@@ -334,11 +363,12 @@ impl Stream {
         size: u64,
         window: u64,
         timeout: Duration,
+        judge: bool,
     ) -> RemoteResult<Outcome> {
         let want_end = offset + size;
         let deadline = Instant::now() + timeout;
         let mut st = self.shared.lock();
-        st.limit = st.limit.max(want_end + window);
+        st.limit = st.limit.max(want_end + window).min(st.cap);
         st.last_request = Some(Instant::now());
         self.shared.cv.notify_all();
         loop {
@@ -384,6 +414,9 @@ impl Stream {
             if st.stopped {
                 return Ok(Outcome::Restart);
             }
+            if judge && self.speed_in(&st).is_some_and(|s| s < SLOW_STREAM) {
+                return Ok(Outcome::Slow);
+            }
             let now = Instant::now();
             if now >= deadline {
                 return Err(RemoteError::new(
@@ -391,7 +424,14 @@ impl Stream {
                     "timed out waiting for download data",
                 ));
             }
-            st = crate::sync::wait(&self.shared.cv, st, deadline - now);
+            // Judging looks at the bytes inside the block being filled, which
+            // come without a wakeup.
+            let wait = if judge {
+                JUDGE_POLL.min(deadline - now)
+            } else {
+                deadline - now
+            };
+            st = crate::sync::wait(&self.shared.cv, st, wait);
         }
     }
 }
@@ -500,7 +540,10 @@ fn produce(
             }
             match source.read_at(&mut block[filled..], pos + filled as u64) {
                 Ok(0) => break Ok(()), // the end of the file
-                Ok(n) => filled += n,
+                Ok(n) => {
+                    filled += n;
+                    shared.lock().arrived = pos + filled as u64;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => break Err(e),
             }
@@ -584,12 +627,19 @@ impl Reader {
         self
     }
 
-    /// Whether the read at `offset`, sequential on `stream`, should go on in
-    /// segments: several segments left, and the one stream slow.
-    fn worth_segments(&self, offset: u64) -> bool {
+    /// Whether a sequential read at `offset` may go on in segments: several
+    /// segments left, and nothing against them.
+    fn could_segment(&self, offset: u64) -> bool {
         self.streams > 1
             && !self.no_segments
+            && self.segments.is_none()
             && self.key.size.saturating_sub(offset) >= 2 * SEGMENT
+    }
+
+    /// Whether the read at `offset`, sequential on `stream`, should go on in
+    /// segments: it could, and the one stream is slow.
+    fn worth_segments(&self, offset: u64) -> bool {
+        self.could_segment(offset)
             && self
                 .stream
                 .as_ref()
@@ -597,7 +647,31 @@ impl Reader {
                 .is_some_and(|s| s < SLOW_STREAM)
     }
 
-    /// Reads through the segments; None when the caller should use the stream.
+    /// Goes on in segments from the end of the segment that the stream has been
+    /// asked to read into (at least `want_end`): the stream finishes its part
+    /// and stops there, so nothing it fetched is wasted.
+    fn start_segments(&mut self, remote: &Arc<dyn Remote>, cache: &Arc<BlockCache>, want_end: u64) {
+        let Some(stream) = self.stream.as_ref() else {
+            return;
+        };
+        let reach = stream.limit().max(want_end);
+        let from = reach.div_ceil(SEGMENT) * SEGMENT;
+        stream.cap(from);
+        let mut seg = Segments::new(&self.path, self.key, self.streams, from);
+        seg.start_ahead(remote, cache, from);
+        self.segments = Some(seg);
+    }
+
+    /// Back to one stream: it may read on without bound.
+    fn end_segments(&mut self) {
+        self.segments = None;
+        if let Some(s) = self.stream.as_ref() {
+            s.cap(u64::MAX);
+        }
+    }
+
+    /// Reads through the segments; None when the caller should use the stream
+    /// (below where the segments begin, or without segments).
     fn read_segmented(
         &mut self,
         remote: &Arc<dyn Remote>,
@@ -611,10 +685,16 @@ impl Reader {
         // jump away from the segments ends them (back to one stream, from there).
         let near = self.segments.as_ref().is_some_and(|s| s.near(offset));
         if !sequential && !near {
-            self.segments = None;
+            self.end_segments();
             return None;
         }
         let seg = self.segments.as_mut()?;
+        if offset < seg.from() {
+            // The stream's part: the segments after it start meanwhile.
+            seg.start_ahead(remote, cache, seg.from());
+            return None;
+        }
+        self.stream = None; // past the stream's part: its connection goes back
         match seg.read(remote, cache, offset, size, timeout) {
             Ok(d) => {
                 self.next_expected = offset + d.len() as u64;
@@ -626,7 +706,7 @@ impl Reader {
                 if e.message != "segment evicted" {
                     self.no_segments = true;
                 }
-                self.segments = None;
+                self.end_segments();
                 None
             }
         }
@@ -658,6 +738,15 @@ impl Reader {
         }
         let size = size.min(self.key.size - offset);
         let sequential = offset == self.next_expected;
+        // Judged on every sequential read, cached or not, so that a slow
+        // stream goes to segments as soon as its speed is known.
+        if sequential && self.worth_segments(offset) {
+            self.start_segments(remote, cache, offset + size);
+        }
+        // Segments read through the cache themselves, starting more ahead.
+        if let Some(r) = self.read_segmented(remote, cache, offset, size, sequential, timeout) {
+            return r;
+        }
         if let Some(data) = cache.get_range(self.key, offset, size) {
             if data.len() as u64 == size {
                 self.next_expected = offset + size;
@@ -667,33 +756,41 @@ impl Reader {
         if sequential {
             self.window = (self.window * 2).clamp(BLOCK, MAX_WINDOW);
         }
-        if let Some(r) = self.read_segmented(remote, cache, offset, size, sequential, timeout) {
-            return r;
-        }
-        if sequential && self.segments.is_none() && self.worth_segments(offset) {
-            self.segments = Some(Segments::new(&self.path, self.key, self.streams));
-            self.stream = None; // its connection goes to the segments
-            if let Some(r) = self.read_segmented(remote, cache, offset, size, true, timeout) {
-                return r;
-            }
-        }
-        for _ in 0..2 {
+        // A read that is part of a streaming read (not the first small one,
+        // which may be all a reader wants) judges the stream while it waits.
+        // The kernel's concurrent read-ahead arrives slightly out of order.
+        let streaming = offset.abs_diff(self.next_expected) <= 2 * BLOCK;
+        let judge = streaming && (offset > 0 || size >= BLOCK) && self.could_segment(offset);
+        for _ in 0..3 {
             let usable = self.stream.as_ref().is_some_and(|s| s.reaches(offset));
             if !usable {
                 self.stream = None; // cancels the old producer
                 if !sequential {
                     self.window = INITIAL_WINDOW;
                 }
-                self.stream = Some(Stream::start(remote, &self.path, self.key, offset, cache)?);
+                // The handle's first read near the start (the kernel's
+                // read-ahead can overtake the read at 0) downloads from 0.
+                let from = if self.next_expected == 0 && offset <= 2 * BLOCK {
+                    0
+                } else {
+                    offset
+                };
+                let stream = Stream::start(remote, &self.path, self.key, from, cache)?;
+                if let Some(seg) = self.segments.as_ref() {
+                    stream.cap(seg.from()); // below the segments only
+                }
+                self.stream = Some(stream);
             }
             let Some(stream) = self.stream.as_ref() else {
                 break;
             };
-            match stream.read(offset, size, self.window, timeout)? {
+            let judge = judge && self.segments.is_none();
+            match stream.read(offset, size, self.window, timeout, judge)? {
                 Outcome::Data(d) => {
                     self.next_expected = offset + d.len() as u64;
                     return Ok(d);
                 }
+                Outcome::Slow => self.start_segments(remote, cache, offset + size),
                 Outcome::Restart => self.stream = None,
             }
         }

@@ -25,13 +25,18 @@ pub const SEGMENT: u64 = 4 * BLOCK;
 /// A single stream slower than this (bytes per second) may be worth segments.
 pub const SLOW_STREAM: f64 = 16.0 * 1024.0 * 1024.0;
 /// Bytes a stream must have read before its speed is judged.
-pub const JUDGE_AFTER: u64 = 4 * BLOCK;
+pub const JUDGE_AFTER: u64 = BLOCK / 4;
+
+/// How often a waiting reader tries to start missing lanes.
+const LANE_POLL: Duration = Duration::from_millis(20);
 
 #[derive(Default)]
 struct State {
     /// Segments started, by start offset: false while running, true when done.
     started: BTreeMap<u64, bool>,
     running: usize,
+    /// Segments started that have no connection yet (not in the pool's count).
+    connecting: usize,
     error: Option<RemoteError>,
     cancelled: bool,
 }
@@ -47,6 +52,8 @@ pub struct Segments {
     path: String,
     key: FileKey,
     streams: usize,
+    /// Where the segments begin: the single stream reads what comes before.
+    from: u64,
     /// Most streams seen at once (for the log and tests).
     pub peak: usize,
 }
@@ -59,8 +66,8 @@ impl Drop for Segments {
 }
 
 impl Segments {
-    pub fn new(path: &str, key: FileKey, streams: usize) -> Segments {
-        log::debug!("reading {path} in segments, {streams} at once");
+    pub fn new(path: &str, key: FileKey, streams: usize, from: u64) -> Segments {
+        log::debug!("reading {path} in segments from {from}, {streams} at once");
         Segments {
             shared: Arc::new(Shared {
                 st: Mutex::new(State::default()),
@@ -69,17 +76,23 @@ impl Segments {
             path: path.to_string(),
             key,
             streams,
+            from,
             peak: 0,
         }
     }
 
-    /// Whether `offset` is within the segments started (or the next ones).
+    /// Where the segments begin.
+    pub fn from(&self) -> u64 {
+        self.from
+    }
+
+    /// Whether `offset` is within the segments started, the next ones, or
+    /// the single stream's last segment before them.
     pub fn near(&self, offset: u64) -> bool {
         let st = lock(&self.shared.st);
-        match (st.started.keys().next(), st.started.keys().next_back()) {
-            (Some(&lo), Some(&hi)) => offset >= lo && offset < hi + 2 * SEGMENT,
-            _ => false,
-        }
+        let lo = st.started.keys().next().copied().unwrap_or(self.from);
+        let hi = st.started.keys().next_back().copied().unwrap_or(self.from);
+        offset >= lo.min(self.from).saturating_sub(SEGMENT) && offset < hi + 2 * SEGMENT
     }
 
     /// `size` bytes at `offset` (within the file), once their segment has
@@ -118,16 +131,25 @@ impl Segments {
                     "timed out waiting for a segment",
                 ));
             }
-            drop(crate::sync::wait(&self.shared.cv, st, deadline - now));
+            // While lanes are missing, look again soon: a connection may come
+            // free (a segment or the single stream closing) without a wakeup.
+            let wait = if st.running < self.streams {
+                LANE_POLL.min(deadline - now)
+            } else {
+                deadline - now
+            };
+            drop(crate::sync::wait(&self.shared.cv, st, wait));
         }
     }
 
     /// Starts segments from the one holding `offset` on, while fewer than
     /// `streams` run and the pool has connections to spare; never more than
-    /// `streams` segments ahead of the reader.
-    fn start_ahead(&mut self, remote: &Arc<dyn Remote>, cache: &Arc<BlockCache>, offset: u64) {
+    /// `streams` + 1 segments ahead of the reader.
+    pub fn start_ahead(&mut self, remote: &Arc<dyn Remote>, cache: &Arc<BlockCache>, offset: u64) {
+        let offset = offset.max(self.from);
         let first = offset - offset % SEGMENT;
-        let horizon = first + self.streams as u64 * SEGMENT;
+        // One segment more than streams: a lane that finishes early goes on.
+        let horizon = first + (self.streams as u64 + 1) * SEGMENT;
         let mut st = lock(&self.shared.st);
         let mut seg = first;
         while seg < horizon.min(self.key.size) && st.running < self.streams {
@@ -135,12 +157,30 @@ impl Segments {
                 seg += SEGMENT;
                 continue;
             }
-            // The first one always runs; more only with connections to spare.
-            if st.running > 0 && remote.spare_connections() == 0 {
+            // The first one always runs; more only with connections to spare,
+            // beyond those that segments just started are about to take.
+            if st.running > 0 && remote.spare_connections() <= st.connecting {
                 break;
+            }
+            let end = (seg + SEGMENT).min(self.key.size);
+            // The reader's own segment from its block (what came before it
+            // came through the single stream), past the blocks cached already.
+            let mut start = if seg == first {
+                offset - offset % BLOCK
+            } else {
+                seg
+            };
+            while start < end && cache.has(self.key, start / BLOCK) {
+                start += BLOCK;
+            }
+            if start >= end {
+                st.started.insert(seg, true);
+                seg += SEGMENT;
+                continue;
             }
             st.started.insert(seg, false);
             st.running += 1;
+            st.connecting += 1;
             self.peak = self.peak.max(st.running);
             let job = Job {
                 shared: Arc::clone(&self.shared),
@@ -149,14 +189,8 @@ impl Segments {
                 path: self.path.clone(),
                 key: self.key,
                 seg,
-                // The reader's own segment from its block: what came before
-                // it came through the single stream.
-                start: if seg == first {
-                    offset - offset % BLOCK
-                } else {
-                    seg
-                },
-                end: (seg + SEGMENT).min(self.key.size),
+                start,
+                end,
             };
             let spawned = std::thread::Builder::new()
                 .name("ftpfs-segment".into())
@@ -164,6 +198,7 @@ impl Segments {
             if spawned.is_err() {
                 st.started.remove(&seg);
                 st.running -= 1;
+                st.connecting -= 1;
                 break;
             }
             seg += SEGMENT;
@@ -212,7 +247,9 @@ impl Job {
 
     /// Downloads the segment's blocks into the cache, then closes the download.
     fn fetch(&self) -> RemoteResult<()> {
-        let mut src = self.remote.open_read(&self.path, self.start)?;
+        let opened = self.remote.open_read(&self.path, self.start);
+        lock(&self.shared.st).connecting -= 1;
+        let mut src = opened?;
         let mut pos = self.start;
         while pos < self.end {
             if lock(&self.shared.st).cancelled {
