@@ -1,60 +1,96 @@
-//! Hides the password from `/proc/PID/cmdline` (and so from `ps`) after start-up,
-//! by rewriting the process's own argument area in place.
+//! Keeps a password given in the URL out of the process list. ftpfs runs
+//! itself again (exec, same PID) with the URL's password removed from argv, and
+//! hands the password over through a pipe named in `FTPFS_PASSWORD_FD`: no
+//! `/proc/PID/cmdline` shows it after start-up, whoever runs ftpfs.
 
-use std::fs;
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 
-/// Replaces the argument `secret_arg` (exactly as it was given) by `replacement`
-/// in the memory that `/proc/self/cmdline` shows. Returns whether it worked.
-pub fn replace_arg(secret_arg: &str, replacement: &str) -> bool {
-    let Ok(stat) = fs::read_to_string("/proc/self/stat") else {
-        return false;
-    };
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
-        return false;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // arg_start and arg_end are fields 48 and 49 of stat(5); field 3 is fields[0].
-    let (Some(start), Some(end)) = (
-        fields.get(45).and_then(|v| v.parse::<usize>().ok()),
-        fields.get(46).and_then(|v| v.parse::<usize>().ok()),
-    ) else {
-        return false;
-    };
-    let Ok(cmdline) = fs::read("/proc/self/cmdline") else {
-        return false;
-    };
-    if start == 0 || end <= start || end - start != cmdline.len() {
-        return false;
+use crate::ftp::conn::Secret;
+
+/// The environment variable naming the pipe that carries the password.
+const FD_ENV: &str = "FTPFS_PASSWORD_FD";
+
+/// `url` without its password (the user name stays), or None when it has none.
+pub fn without_password(url: &str) -> Option<String> {
+    let mut u = url::Url::parse(url).ok()?;
+    u.password()?;
+    u.set_password(None).ok()?;
+    Some(u.to_string())
+}
+
+/// Runs this program again with `secret_arg` replaced by `public_arg` in argv,
+/// the password passing through a pipe. Returns only if that failed, with why.
+pub fn reexec_without(secret_arg: &str, public_arg: &str, password: &str) -> String {
+    let mut fds = [0; 2];
+    // SAFETY: a plain syscall filling a two-int array.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return format!("pipe: {}", std::io::Error::last_os_error());
     }
-    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-    let mut out = Vec::with_capacity(cmdline.len());
-    let mut found = false;
-    for (i, a) in args.iter().enumerate() {
-        if i + 1 == args.len() && a.is_empty() {
-            break; // after the final NUL
-        }
-        if *a == secret_arg.as_bytes() {
-            out.extend_from_slice(replacement.as_bytes());
-            found = true;
-        } else {
-            out.extend_from_slice(a);
-        }
-        out.push(0);
+    // SAFETY: both descriptors are fresh and owned from here on.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // A password is far smaller than a pipe's buffer: this never blocks.
+    if let Err(e) = std::fs::File::from(write_end).write_all(password.as_bytes()) {
+        return format!("pipe: {e}");
     }
-    if !found || out.len() > cmdline.len() {
-        return false;
+    let mut args = std::env::args_os();
+    let argv0 = args.next().unwrap_or_else(|| OsString::from("ftpfs"));
+    let rest: Vec<OsString> = args
+        .map(|a| {
+            if a == secret_arg {
+                OsString::from(public_arg)
+            } else {
+                a
+            }
+        })
+        .collect();
+    // The real path (not /proc/self/exe), so that the process keeps its name.
+    let exe = std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into());
+    let err = std::process::Command::new(exe)
+        .arg0(argv0)
+        .args(rest)
+        .env(FD_ENV, fds[0].to_string())
+        .exec();
+    drop(read_end);
+    format!("exec: {err}")
+}
+
+/// The password handed over by [`reexec_without`] (read once; the pipe is
+/// closed and the variable removed), or None when ftpfs was not re-executed.
+pub fn take_handed_password() -> Option<Secret> {
+    let fd: i32 = std::env::var(FD_ENV).ok()?.parse().ok()?;
+    // Single-threaded here: nothing else reads the environment meanwhile.
+    std::env::remove_var(FD_ENV);
+    if fd < 3 {
+        return None;
     }
-    out.resize(cmdline.len(), 0);
-    // SAFETY: [start, end) is this process's own argument area, as the kernel reports
-    // it, and its current content was just checked to be exactly /proc/self/cmdline.
-    // Nothing else in the program reads argv after std's start-up copy.
-    unsafe {
-        let area = std::slice::from_raw_parts_mut(start as *mut u8, end - start);
-        if area != cmdline.as_slice() {
-            return false;
-        }
-        area.copy_from_slice(&out);
+    // SAFETY: the descriptor was left open for us by the exec above; taking it
+    // closes it once read. A stray value fails the read and is closed harmlessly.
+    let mut pipe = unsafe { std::fs::File::from_raw_fd(fd) };
+    let mut text = String::new();
+    pipe.read_to_string(&mut text).ok()?;
+    Some(Secret::new(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_goes_and_the_rest_stays() {
+        assert_eq!(
+            without_password("ftp://bob:s3cr%40t@example.org:2121/dir/").as_deref(),
+            Some("ftp://bob@example.org:2121/dir/")
+        );
+        assert_eq!(
+            without_password("ftps://b%20b:x@h/").as_deref(),
+            Some("ftps://b%20b@h/")
+        );
+        assert_eq!(without_password("ftp://bob@example.org/"), None);
+        assert_eq!(without_password("ftp://example.org/"), None);
+        assert_eq!(without_password("not a url"), None);
     }
-    true
 }

@@ -66,6 +66,11 @@ pub const OPTIONS: &[(&str, &str, &str)] = &[
         "log every FTP command (PASS masked); implies -f",
     ),
     (
+        "nonempty",
+        "off",
+        "mount over a directory that is not empty (its files are hidden meanwhile)",
+    ),
+    (
         "fsname=NAME",
         "the URL",
         "source name shown in /proc/mounts",
@@ -279,6 +284,7 @@ pub struct MountOpts {
     pub timeout: Duration,
     pub debug: bool,
     pub fsname: Option<String>,
+    pub nonempty: bool,
     pub cache_dir: Option<PathBuf>,
     pub direct_upload: bool,
     pub writeback: crate::fs::Writeback,
@@ -309,6 +315,7 @@ impl Default for MountOpts {
             timeout: Duration::from_secs(30),
             debug: false,
             fsname: None,
+            nonempty: false,
             cache_dir: None,
             direct_upload: false,
             writeback: crate::fs::Writeback::Close,
@@ -427,6 +434,7 @@ impl MountOpts {
                         o.cache_dir = Some(value.ok_or("option cache_dir needs a value")?.into())
                     }
                     "fsname" => o.fsname = value.map(str::to_string),
+                    "nonempty" => o.nonempty = true,
                     n if IGNORED.contains(&n)
                         || n.starts_with("x-")
                         || n.starts_with("X-")

@@ -5,8 +5,9 @@ use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-/// The write end held by the background child; writing a byte tells the waiting
-/// parent that the mount is up.
+/// The write end held by the background child: it tells the waiting parent
+/// that the mount is up (a byte 1), or why it failed (a byte 0 and the
+/// message, which the parent prints: the child's stderr is /dev/null).
 pub struct ReadyPipe(Option<std::fs::File>);
 
 impl ReadyPipe {
@@ -19,6 +20,29 @@ impl ReadyPipe {
         if let Some(mut f) = self.0.take() {
             let _ = f.write_all(&[1]);
         }
+    }
+
+    /// Hands the error that ends the mount to the waiting parent.
+    pub fn notify_failed(&mut self, msg: &str) {
+        if let Some(mut f) = self.0.take() {
+            let mut out = vec![0];
+            out.extend_from_slice(msg.as_bytes());
+            let _ = f.write_all(&out);
+        }
+    }
+}
+
+/// What the parent makes of what the child sent: None when the mount is up,
+/// else the message to print.
+fn parent_verdict(sent: &[u8]) -> Option<String> {
+    match sent.split_first() {
+        Some((1, _)) => None,
+        Some((0, msg)) if !msg.is_empty() => Some(String::from_utf8_lossy(msg).into_owned()),
+        _ => Some(
+            "the mount failed in the background without saying why; \
+             run with -f to see it, or look in the system log (journalctl -t ftpfs)"
+                .into(),
+        ),
     }
 }
 
@@ -52,10 +76,17 @@ pub fn daemonize() -> std::io::Result<ReadyPipe> {
             }
             _child => {
                 drop(w);
-                let mut byte = [0u8; 1];
-                let ok = matches!(std::fs::File::from(r).read(&mut byte), Ok(1));
+                let mut sent = Vec::new();
+                let _ = std::fs::File::from(r).read_to_end(&mut sent);
+                let code = match parent_verdict(&sent) {
+                    None => 0,
+                    Some(msg) => {
+                        let _ = writeln!(std::io::stderr(), "ftpfs: {msg}");
+                        1
+                    }
+                };
                 // Skip destructors: the child owns the FTP connection now.
-                libc::_exit(if ok { 0 } else { 1 })
+                libc::_exit(code)
             }
         }
     }
@@ -110,11 +141,29 @@ pub fn unmount(mnt: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// The mount point as an absolute path, checked to be an existing directory.
-pub fn check_mountpoint(p: &Path) -> Result<PathBuf, String> {
-    let abs = std::fs::canonicalize(p).map_err(|e| format!("mount point {}: {e}", p.display()))?;
+/// The mount point as an absolute path, checked to be an existing directory,
+/// and empty unless `nonempty` (a mount would hide its files).
+pub fn check_mountpoint(p: &Path, nonempty: bool) -> Result<PathBuf, String> {
+    let abs = std::fs::canonicalize(p).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!(
+            "mount point {} does not exist (create it with mkdir)",
+            p.display()
+        ),
+        _ => format!("mount point {}: {e}", p.display()),
+    })?;
     if !abs.is_dir() {
         return Err(format!("mount point {} is not a directory", p.display()));
+    }
+    if !nonempty {
+        let mut entries =
+            std::fs::read_dir(&abs).map_err(|e| format!("mount point {}: {e}", p.display()))?;
+        if entries.next().is_some() {
+            return Err(format!(
+                "mount point {} is not empty (mounting would hide its files; \
+                 add -o nonempty to mount over them anyway)",
+                p.display()
+            ));
+        }
     }
     Ok(abs)
 }
@@ -256,5 +305,17 @@ mod tests {
     fn the_passwd_home_of_root_is_found() {
         assert_eq!(passwd_home(0), Some(PathBuf::from("/root")));
         assert!(home_dir().is_some());
+    }
+
+    #[test]
+    fn the_parent_prints_what_the_child_sent() {
+        assert_eq!(parent_verdict(&[1]), None);
+        assert_eq!(
+            parent_verdict(b"\0cannot mount on /m: Permission denied").as_deref(),
+            Some("cannot mount on /m: Permission denied")
+        );
+        // A child that died without a word still gets a message.
+        assert!(parent_verdict(&[]).is_some_and(|m| m.contains("-f")));
+        assert!(parent_verdict(&[0]).is_some_and(|m| m.contains("-f")));
     }
 }

@@ -12,6 +12,7 @@ pub mod fs;
 pub mod ftp;
 pub mod fuse;
 pub mod logging;
+pub mod mount;
 pub mod reference;
 pub mod remote;
 pub mod retry;

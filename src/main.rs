@@ -5,14 +5,16 @@
 //! Or, with a subcommand instead of the URL: report a mount's status, wait for
 //! its uploads, or print shell completions or the man page.
 
-use ftpfs::{argv, cli, credentials, daemon, fs, ftp, fuse, logging, reference, stats, status};
+use ftpfs::{
+    argv, cli, credentials, daemon, fs, ftp, fuse, logging, mount, reference, stats, status,
+};
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::Arc;
 
 use clap::{error::ErrorKind, CommandFactory, Parser};
-use fuser::{Config, MountOption, SessionACL};
+use fuser::Config;
 
 use cli::{Args, Cli, Command, MountOpts};
 use credentials::{parse_url, resolve_login, Sources};
@@ -136,14 +138,17 @@ fn run(args: Args) -> Result<(), String> {
     let foreground = args.foreground || debug;
     logging::init(debug);
 
-    let target = parse_url(&args.url)?;
-    if target.password.is_some() {
-        let hidden = credentials::redact(&args.url);
-        if !argv::replace_arg(&args.url, &hidden) {
-            log::warn!("could not hide the password from the process list");
-        }
+    let mut target = parse_url(&args.url)?;
+    if let Some(password) = argv::take_handed_password() {
+        target.password = Some(password);
+    } else if let (Some(password), Some(public)) =
+        (&target.password, argv::without_password(&args.url))
+    {
+        // Only returns when ftpfs could not run itself again.
+        let why = argv::reexec_without(&args.url, &public, password.expose());
+        log::warn!("could not hide the password from the process list: {why}");
     }
-    let mountpoint = daemon::check_mountpoint(&args.mountpoint)?;
+    let mountpoint = daemon::check_mountpoint(&args.mountpoint, opts.nonempty)?;
 
     let prompt = |q: &str| {
         if std::io::stdin().is_terminal() {
@@ -220,8 +225,6 @@ fn run(args: Args) -> Result<(), String> {
         read_streams: opts.read_streams,
         ..fs::FsConfig::default()
     };
-    let spool_dir = fs_cfg.spool_dir.clone();
-    let journal_dir = fs_cfg.journal_dir.clone();
 
     let mut ready = if foreground {
         daemon::ReadyPipe::none()
@@ -231,74 +234,104 @@ fn run(args: Args) -> Result<(), String> {
         logging::to_syslog();
         ready
     };
-    let signals = daemon::block_signals();
-    daemon::raise_open_file_limit();
-    // Threads start only now: after the fork, and with the signals blocked.
-    remote.pool().start_keepalive();
-
-    let remote = Arc::new(remote);
-    let filesystem = fs::FtpFs::new_shared(Arc::clone(&remote) as _, fs_cfg);
-    filesystem.warm_up();
-    filesystem.resume_journal();
-    let _status = start_status(
-        &mountpoint,
-        opts.allow_other,
-        &display,
-        tls_opts.mode,
-        opts.encoding,
-        &remote,
-        &filesystem,
-    );
-    let mut config = Config::default();
-    config.mount_options = vec![
-        MountOption::FSName(opts.fsname.clone().unwrap_or(display.clone())),
-        // As root fuser calls mount(2) itself and drops Subtype; the kernel takes it as data.
-        if uid == 0 {
-            MountOption::CUSTOM("subtype=ftpfs".into())
-        } else {
-            MountOption::Subtype("ftpfs".into())
-        },
-        MountOption::NoDev,
-        MountOption::NoSuid,
-        if opts.read_only {
-            MountOption::RO
-        } else {
-            MountOption::RW
-        },
-    ];
-    if opts.default_permissions {
-        config.mount_options.push(MountOption::DefaultPermissions);
-    }
-    if opts.allow_other {
-        config.acl = SessionACL::All;
-    }
-    config.n_threads = Some((opts.connections * 2).clamp(4, 16));
-    config.clone_fd = true;
-
-    let mut session = fuser::Session::new(
-        fuse::FuseAdapter::new(Arc::clone(&filesystem)),
-        &mountpoint,
-        &config,
-    )
-    .map_err(|e| format!("cannot mount on {}: {e}", mountpoint.display()))?;
-    fuse::raise_readahead(&mountpoint, 2048);
-    let mut unmounter = session.unmount_callable();
-    let mnt = mountpoint.clone();
-    daemon::on_termination(signals, move |sig| {
-        log::info!("signal {sig}: unmounting {}", mnt.display());
-        if unmounter.unmount().is_err() && !daemon::unmount(&mnt) {
-            log::error!("could not unmount {}", mnt.display());
+    let mounted = Mounted {
+        opts: &opts,
+        display: &display,
+        mountpoint: &mountpoint,
+        tls_mode: tls_opts.mode,
+        remote,
+        fs_cfg,
+    };
+    let result = mounted.serve(&mut ready);
+    if let Err(e) = &result {
+        if !foreground {
+            // For the system log; the parent, still on the terminal, prints it.
+            log::error!("{e}");
+            ready.notify_failed(e);
         }
-    });
-    log::info!("mounted {display} on {}", mountpoint.display());
-    ready.notify_ready();
-    let result = session.run();
-    filesystem.wait_for_uploads();
-    remote.pool().close_idle();
-    // Empty unless an upload failed for good (its data is kept there, and logged).
-    let _ = std::fs::remove_dir(&spool_dir);
-    if let Some(dir) = &journal_dir {
-        daemon::remove_journal_if_empty(dir);
     }
-    result.map_err(|e| format!("session ended with an error: {e}"))
+    result
+}
+
+/// Everything the mount needs once ftpfs is logged in (and in the background).
+struct Mounted<'a> {
+    opts: &'a MountOpts,
+    display: &'a str,
+    mountpoint: &'a Path,
+    tls_mode: ftp::tls::TlsMode,
+    remote: FtpRemote,
+    fs_cfg: fs::FsConfig,
+}
+
+impl Mounted<'_> {
+    /// Mounts, tells the waiting parent, and serves until unmounted.
+    fn serve(self, ready: &mut daemon::ReadyPipe) -> Result<(), String> {
+        let Mounted {
+            opts,
+            display,
+            mountpoint,
+            tls_mode,
+            remote,
+            fs_cfg,
+        } = self;
+        let spool_dir = fs_cfg.spool_dir.clone();
+        let journal_dir = fs_cfg.journal_dir.clone();
+        let signals = daemon::block_signals();
+        daemon::raise_open_file_limit();
+        // Threads start only now: after the fork, and with the signals blocked.
+        remote.pool().start_keepalive();
+
+        let remote = Arc::new(remote);
+        let filesystem = fs::FtpFs::new_shared(Arc::clone(&remote) as _, fs_cfg);
+        filesystem.warm_up();
+        filesystem.resume_journal();
+        let _status = start_status(
+            mountpoint,
+            opts.allow_other,
+            display,
+            tls_mode,
+            opts.encoding,
+            &remote,
+            &filesystem,
+        );
+        let spec = mount::MountSpec {
+            fsname: opts.fsname.clone().unwrap_or(display.to_string()),
+            read_only: opts.read_only,
+            default_permissions: opts.default_permissions,
+            allow_other: opts.allow_other,
+        };
+        let mut config = Config::default();
+        config.n_threads = Some((opts.connections * 2).clamp(4, 16));
+        config.clone_fd = true;
+        // SAFETY: geteuid cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        let (mut session, way) = mount::mount(
+            fuse::FuseAdapter::new(Arc::clone(&filesystem)),
+            mountpoint,
+            &spec,
+            config,
+            euid,
+        )?;
+        fuse::raise_readahead(mountpoint, 2048);
+        let mut unmounter = session.unmount_callable();
+        let mnt = mountpoint.to_path_buf();
+        daemon::on_termination(signals, move |sig| {
+            log::info!("signal {sig}: unmounting {}", mnt.display());
+            let done = way == mount::Way::Fuser && unmounter.unmount().is_ok();
+            if !done && !daemon::unmount(&mnt) {
+                log::error!("could not unmount {}", mnt.display());
+            }
+        });
+        log::info!("mounted {display} on {}", mountpoint.display());
+        ready.notify_ready();
+        let result = session.run();
+        filesystem.wait_for_uploads();
+        remote.pool().close_idle();
+        // Empty unless an upload failed for good (its data is kept there, and logged).
+        let _ = std::fs::remove_dir(&spool_dir);
+        if let Some(dir) = &journal_dir {
+            daemon::remove_journal_if_empty(dir);
+        }
+        result.map_err(|e| format!("session ended with an error: {e}"))
+    }
 }
