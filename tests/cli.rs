@@ -386,6 +386,92 @@ fn missing_or_non_directory_mount_point_is_one_line_error() {
     assert!(!missing.exists(), "ftpfs created the missing mount point");
 }
 
+/// Each failing start-up prints exactly this one line, in the background
+/// (the default: the parent prints what the child reports) as with -f.
+#[test]
+fn startup_failures_print_exactly_this() {
+    let server = FtpServer::pyftpdlib_with_args(&["--auth-failed-delay", "0"]);
+    let parent = tempfile::tempdir().expect("tempdir");
+    let parent_path = fs::canonicalize(parent.path()).expect("canonicalize");
+    let missing = parent_path.join("missing");
+    let full = parent_path.join("full");
+    fs::create_dir(&full).unwrap();
+    fs::write(full.join("keep.txt"), b"x").unwrap();
+    let mnt = MountDir::new();
+    let port = server.port;
+    let closed = free_port();
+    let user = format!("ftp://ftpuser@127.0.0.1:{port}/");
+    let pw = [("FTPFS_PASSWORD", server.password.as_str())];
+    let bad = [("FTPFS_PASSWORD", "not-the-password")];
+    let (m, f) = (missing.to_str().unwrap(), full.to_str().unwrap());
+    type Case<'a> = (&'a str, String, &'a str, &'a [(&'a str, &'a str)], String);
+    let cases: Vec<Case> = vec![
+        (
+            "missing mount point",
+            user.clone(),
+            m,
+            &pw,
+            format!("ftpfs: mount point {m} does not exist (create it with mkdir)"),
+        ),
+        (
+            "mount point not empty",
+            user.clone(),
+            f,
+            &pw,
+            format!(
+                "ftpfs: mount point {f} is not empty (mounting would hide its files; \
+                 add -o nonempty to mount over them anyway)"
+            ),
+        ),
+        (
+            "refused login",
+            user.clone(),
+            mnt.as_str(),
+            &bad,
+            format!(
+                "ftpfs: cannot mount ftp://ftpuser@127.0.0.1:{port}: login as \"ftpuser\" \
+                 refused: 530 Authentication failed."
+            ),
+        ),
+        (
+            "unreachable host",
+            format!("ftp://ftpuser@127.0.0.1:{closed}/"),
+            mnt.as_str(),
+            &pw,
+            format!(
+                "ftpfs: cannot mount ftp://ftpuser@127.0.0.1:{closed}: connect to \
+                 127.0.0.1:{closed}: Connection refused (os error 111)"
+            ),
+        ),
+        (
+            "TLS refused",
+            format!("ftpes://ftpuser@127.0.0.1:{port}/"),
+            mnt.as_str(),
+            &pw,
+            format!(
+                "ftpfs: cannot mount ftpes://ftpuser@127.0.0.1:{port}: 127.0.0.1 refused TLS \
+                 (AUTH TLS: 500 Command \"AUTH\" not understood.); use ftp:// for plain FTP, \
+                 or -o tls=try to fall back to it"
+            ),
+        ),
+    ];
+    for (what, url, mp, env, want) in &cases {
+        for foreground in [false, true] {
+            let mut args = vec![url.as_str(), mp];
+            if foreground {
+                args.insert(0, "-f");
+            }
+            let (status, out, err, _) = ftpfs(&args, env);
+            let line = assert_one_line_failure(what, status, &out, &err);
+            eprintln!("[{what}, foreground={foreground}] {line}");
+            assert_eq!(&line, want, "{what} (foreground={foreground})");
+            assert_not_mounted(what, Path::new(mp));
+        }
+    }
+    assert!(!missing.exists(), "ftpfs created the missing mount point");
+    assert!(full.join("keep.txt").exists());
+}
+
 // ---------------------------------------------------------------------------
 // 5. Unknown -o option
 // ---------------------------------------------------------------------------

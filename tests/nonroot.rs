@@ -47,7 +47,10 @@ fn user_ids() -> (u32, u32, PathBuf) {
     }
     let id = |flag: &str| -> u32 {
         let o = Command::new("id").arg(flag).arg(USER).output().expect("id");
-        String::from_utf8_lossy(&o.stdout).trim().parse().expect("numeric id")
+        String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .parse()
+            .expect("numeric id")
     };
     let home = PathBuf::from(format!("/home/{USER}"));
     (id("-u"), id("-g"), home)
@@ -59,7 +62,8 @@ struct DevFuseMode(u32);
 impl DevFuseMode {
     fn set(mode: u32) -> DevFuseMode {
         let old = fs::metadata("/dev/fuse").expect("/dev/fuse").mode() & 0o7777;
-        fs::set_permissions("/dev/fuse", fs::Permissions::from_mode(mode)).expect("chmod /dev/fuse");
+        fs::set_permissions("/dev/fuse", fs::Permissions::from_mode(mode))
+            .expect("chmod /dev/fuse");
         DevFuseMode(old)
     }
 }
@@ -84,7 +88,9 @@ impl UserDir {
             .tempdir()
             .expect("temp dir");
         fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
-        let mnt = fs::canonicalize(tmp.path()).expect("canonicalize").join("mnt");
+        let mnt = fs::canonicalize(tmp.path())
+            .expect("canonicalize")
+            .join("mnt");
         fs::create_dir(&mnt).expect("mkdir mnt");
         std::os::unix::fs::chown(&mnt, Some(uid), Some(gid)).expect("chown mnt");
         UserDir { _tmp: tmp, mnt }
@@ -215,16 +221,30 @@ fn use_and_unmount(s: &FtpServer, d: &UserDir, ftpfs_pid_hint: &str) {
         .into_iter()
         .filter(|p| fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|e| e == bin))
         .collect();
-    assert!(!ours.is_empty(), "{ftpfs_pid_hint}: no ftpfs process for {}", d.s());
+    assert!(
+        !ours.is_empty(),
+        "{ftpfs_pid_hint}: no ftpfs process for {}",
+        d.s()
+    );
     for pid in &ours {
-        let uid = fs::metadata(format!("/proc/{pid}")).map(|m| m.uid()).unwrap_or(0);
+        let uid = fs::metadata(format!("/proc/{pid}"))
+            .map(|m| m.uid())
+            .unwrap_or(0);
         assert_ne!(uid, 0, "{ftpfs_pid_hint}: ftpfs {pid} runs as root");
     }
     let read = run(as_user("cat", &[&format!("{}/hello.txt", d.s())]));
-    assert_eq!(text(&read.stdout), "hello from the server", "{}", text(&read.stderr));
+    assert_eq!(
+        text(&read.stdout),
+        "hello from the server",
+        "{}",
+        text(&read.stderr)
+    );
     let write = run(as_user(
         "sh",
-        &["-c", &format!("echo written by a user > {}/mine.txt", d.s())],
+        &[
+            "-c",
+            &format!("echo written by a user > {}/mine.txt", d.s()),
+        ],
     ));
     assert!(write.status.success(), "write: {}", text(&write.stderr));
     assert_eq!(
@@ -241,7 +261,8 @@ fn use_and_unmount(s: &FtpServer, d: &UserDir, ftpfs_pid_hint: &str) {
     let um = run(as_user("fusermount3", &["-u", d.s()]));
     assert!(um.status.success(), "fusermount3 -u: {}", text(&um.stderr));
     assert!(
-        wait_until(T, || !is_mounted(&d.mnt) && pids_mentioning(d.s()).is_empty()),
+        wait_until(T, || !is_mounted(&d.mnt)
+            && pids_mentioning(d.s()).is_empty()),
         "{ftpfs_pid_hint}: still mounted or running after fusermount3 -u"
     );
 }
@@ -291,9 +312,11 @@ fn refused_device(foreground: bool) {
     eprintln!("[/dev/fuse 0600, foreground={foreground}] {err}");
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.lines().last().is_some_and(|l| l.starts_with("ftpfs: cannot mount on ")
-            && l.contains("/dev/fuse")
-            && l.contains("chmod 0666 /dev/fuse")),
+        err.lines()
+            .last()
+            .is_some_and(|l| l.starts_with("ftpfs: cannot mount on ")
+                && l.contains("/dev/fuse")
+                && l.contains("chmod 0666 /dev/fuse")),
         "the error must name /dev/fuse and the fix: {err:?}"
     );
     assert!(!err.contains(&s.password), "{err}");

@@ -281,6 +281,17 @@ impl Conn {
                     Err(e) if tls.learn_from(&e.to_string()) => {
                         return Self::open_addr(cfg, addr, id)
                     }
+                    Err(FtpError::UnexpectedResponse(r)) => {
+                        return Err(RemoteError::new(
+                            ErrorKind::PermissionDenied,
+                            format!(
+                                "{} refused TLS (AUTH TLS: {}); use ftp:// for plain FTP, \
+                                 or -o tls=try to fall back to it",
+                                cfg.host,
+                                reply::reply_text(&r)
+                            ),
+                        ))
+                    }
                     Err(e) => return Err(tls_error(cfg, e)),
                 }
             }
