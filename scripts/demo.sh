@@ -71,7 +71,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 section "Installing dependencies (only what is missing)"
-install_deps
+install_deps "${FTPFS_DEMO_PACKAGES[@]}"
 
 section "Building ftpfs (release)"
 run cargo build --release

@@ -27,6 +27,8 @@ FTP_TEST_PASSWORD="ftpfstest-pw"
 # Debian packages the tests and the demo need (checked one by one, only the
 # missing ones are installed).
 FTPFS_APT_PACKAGES=(fuse3 vsftpd lftp rsync curl ca-certificates openssl git vim procps util-linux passwd man-db zsh fish)
+# What scripts/demo.sh needs, no more.
+FTPFS_DEMO_PACKAGES=(fuse3 procps util-linux)
 
 if [[ -t 1 ]]; then
     _c_bold=$'\e[1m' _c_blue=$'\e[34m' _c_yellow=$'\e[33m' _c_red=$'\e[31m' _c_off=$'\e[0m'
@@ -80,15 +82,17 @@ _apt_lists_present() {
 
 _apt_install() {
     local -a env=(env DEBIAN_FRONTEND=noninteractive)
+    # Another apt or dpkg (unattended-upgrades...) may hold the lock: wait for it.
+    local -a apt=(apt-get -o "DPkg::Lock::Timeout=${FTPFS_APT_LOCK_TIMEOUT:-600}")
     if ! _apt_lists_present; then
         info "apt package lists missing: running apt-get update"
-        as_root "${env[@]}" apt-get update -qq
+        as_root "${env[@]}" "${apt[@]}" update -qq
     fi
-    if ! as_root "${env[@]}" apt-get install -y -qq --no-install-recommends "$@"; then
+    if ! as_root "${env[@]}" "${apt[@]}" install -y -qq --no-install-recommends "$@"; then
         # Stale lists (404s) are the usual reason: refresh once and retry.
         info "apt-get install failed: running apt-get update and retrying"
-        as_root "${env[@]}" apt-get update -qq
-        as_root "${env[@]}" apt-get install -y -qq --no-install-recommends "$@"
+        as_root "${env[@]}" "${apt[@]}" update -qq
+        as_root "${env[@]}" "${apt[@]}" install -y -qq --no-install-recommends "$@"
     fi
 }
 
@@ -96,15 +100,17 @@ _python_has_pyftpdlib() {
     python3 -c 'import pyftpdlib' >/dev/null 2>&1
 }
 
-# Install everything the tests and the demo need (idempotent, quiet when
-# everything is already there).
+# Install what is missing of the given apt packages (default: everything the
+# tests need), and pyftpdlib (idempotent, quiet when everything is there).
 install_deps() {
     command -v dpkg-query >/dev/null 2>&1 || die "install_deps supports Debian/Ubuntu (apt) only"
     command -v python3 >/dev/null 2>&1 || die "python3 is required"
+    local -a wanted=("$@")
+    ((${#wanted[@]})) || wanted=("${FTPFS_APT_PACKAGES[@]}")
 
     local -a missing=()
     local pkg
-    for pkg in "${FTPFS_APT_PACKAGES[@]}"; do
+    for pkg in "${wanted[@]}"; do
         _pkg_installed "$pkg" || missing+=("$pkg")
     done
     # pip is only needed if pyftpdlib is missing and python3 has no pip.
@@ -155,8 +161,9 @@ ensure_rust_components() {
     fi
 }
 
-# External test suites used by tests/external.rs, installed from crates.io.
-FTPFS_CARGO_TOOLS=(pjdfstest fsx)
+# Tools from crates.io: the external suites of tests/external.rs, and cargo-deb
+# for scripts/package.sh (tests/package.rs).
+FTPFS_CARGO_TOOLS=(pjdfstest fsx cargo-deb)
 
 # Put cargo's bin directory (where `cargo install` puts binaries) on PATH.
 _ensure_cargo_bin_on_path() {
