@@ -15,64 +15,18 @@ mod support;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use support::{force_unmount, ftpfs_bin, is_mounted, wait_timeout, wait_until, FtpServer};
+use support::{
+    as_user, force_unmount, ftpfs_bin, is_mounted, run_for, user_ids, wait_timeout, wait_until,
+    DevFuseMode, FtpServer,
+};
 
-/// The user the tests run ftpfs as.
-const USER: &str = "ftpfs-nonroot";
 /// Every case holds this: the /dev/fuse mode is shared.
 static TURN: Mutex<()> = Mutex::new(());
 const T: Duration = Duration::from_secs(30);
-
-/// The test user: created once (idempotent), with a home directory.
-fn user_ids() -> (u32, u32, PathBuf) {
-    let exists = Command::new("id")
-        .arg("-u")
-        .arg(USER)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !exists {
-        let out = Command::new("useradd")
-            .args(["-m", "-s", "/bin/sh", USER])
-            .output()
-            .expect("run useradd");
-        assert!(
-            out.status.success() || String::from_utf8_lossy(&out.stderr).contains("exists"),
-            "useradd {USER}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let id = |flag: &str| -> u32 {
-        let o = Command::new("id").arg(flag).arg(USER).output().expect("id");
-        String::from_utf8_lossy(&o.stdout)
-            .trim()
-            .parse()
-            .expect("numeric id")
-    };
-    let home = PathBuf::from(format!("/home/{USER}"));
-    (id("-u"), id("-g"), home)
-}
-
-/// Sets the mode of /dev/fuse for one case, and puts the old one back.
-struct DevFuseMode(u32);
-
-impl DevFuseMode {
-    fn set(mode: u32) -> DevFuseMode {
-        let old = fs::metadata("/dev/fuse").expect("/dev/fuse").mode() & 0o7777;
-        fs::set_permissions("/dev/fuse", fs::Permissions::from_mode(mode))
-            .expect("chmod /dev/fuse");
-        DevFuseMode(old)
-    }
-}
-
-impl Drop for DevFuseMode {
-    fn drop(&mut self) {
-        let _ = fs::set_permissions("/dev/fuse", fs::Permissions::from_mode(self.0));
-    }
-}
 
 /// A mount point the user owns, in a directory the user may enter; whatever
 /// is left mounted there is unmounted, and the user's ftpfs on it is stopped.
@@ -133,29 +87,6 @@ impl Drop for UserDir {
         }
         force_unmount(&self.mnt);
     }
-}
-
-/// `runuser -u USER -- PROG ARGS` with the user's home, and a clean environment.
-fn as_user(prog: &str, args: &[&str]) -> Command {
-    let mut c = Command::new("runuser");
-    c.args(["-u", USER, "--", "env", "-i"])
-        .arg(format!("HOME=/home/{USER}"))
-        .arg("PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
-        .arg("RUST_LOG=")
-        .arg(prog)
-        .args(args)
-        .stdin(Stdio::null());
-    c
-}
-
-/// Runs a command to its end (killed after [`T`]).
-fn run(mut c: Command) -> Output {
-    c.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = c.spawn().expect("spawn");
-    if wait_timeout(&mut child, T).is_none() {
-        let _ = child.kill();
-    }
-    child.wait_with_output().expect("wait")
 }
 
 fn text(b: &[u8]) -> String {
@@ -232,33 +163,39 @@ fn use_and_unmount(s: &FtpServer, d: &UserDir, ftpfs_pid_hint: &str) {
             .unwrap_or(0);
         assert_ne!(uid, 0, "{ftpfs_pid_hint}: ftpfs {pid} runs as root");
     }
-    let read = run(as_user("cat", &[&format!("{}/hello.txt", d.s())]));
+    let read = run_for(T, as_user("cat", &[&format!("{}/hello.txt", d.s())]));
     assert_eq!(
         text(&read.stdout),
         "hello from the server",
         "{}",
         text(&read.stderr)
     );
-    let write = run(as_user(
-        "sh",
-        &[
-            "-c",
-            &format!("echo written by a user > {}/mine.txt", d.s()),
-        ],
-    ));
+    let write = run_for(
+        T,
+        as_user(
+            "sh",
+            &[
+                "-c",
+                &format!("echo written by a user > {}/mine.txt", d.s()),
+            ],
+        ),
+    );
     assert!(write.status.success(), "write: {}", text(&write.stderr));
     assert_eq!(
         fs::read(s.path("mine.txt")).expect("mine.txt on the server"),
         b"written by a user\n"
     );
-    let status = run(as_user(ftpfs_bin().to_str().unwrap(), &["status", d.s()]));
+    let status = run_for(
+        T,
+        as_user(ftpfs_bin().to_str().unwrap(), &["status", d.s()]),
+    );
     assert!(
         status.status.success() && text(&status.stdout).contains("connections:"),
         "ftpfs status as the user: {} {}",
         text(&status.stdout),
         text(&status.stderr)
     );
-    let um = run(as_user("fusermount3", &["-u", d.s()]));
+    let um = run_for(T, as_user("fusermount3", &["-u", d.s()]));
     assert!(um.status.success(), "fusermount3 -u: {}", text(&um.stderr));
     assert!(
         wait_until(T, || !is_mounted(&d.mnt)
@@ -272,7 +209,7 @@ fn openable_daemonized() {
     let s = server();
     let d = UserDir::new(uid, gid);
     let url = url_with_password(&s, &s.password);
-    let out = run(d.ftpfs(&url, false, uid, gid));
+    let out = run_for(T, d.ftpfs(&url, false, uid, gid));
     assert!(
         out.status.success(),
         "ftpfs as a user, daemonized: {} {}",
@@ -307,7 +244,7 @@ fn refused_device(foreground: bool) {
     let s = server();
     let d = UserDir::new(uid, gid);
     let url = url_with_password(&s, &s.password);
-    let out = run(d.ftpfs(&url, foreground, uid, gid));
+    let out = run_for(T, d.ftpfs(&url, foreground, uid, gid));
     let err = text(&out.stderr);
     eprintln!("[/dev/fuse 0600, foreground={foreground}] {err}");
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -330,7 +267,7 @@ fn wrong_password_in_the_background() {
     let s = server();
     let d = UserDir::new(uid, gid);
     let url = url_with_password(&s, "not-the-password");
-    let out = run(d.ftpfs(&url, false, uid, gid));
+    let out = run_for(T, d.ftpfs(&url, false, uid, gid));
     let err = text(&out.stderr);
     eprintln!("[wrong password, daemonized] {err}");
     assert_eq!(out.status.code(), Some(1), "{err}");

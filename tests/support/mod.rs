@@ -14,7 +14,7 @@
 //! pure-ftpd, ProFTPD, stop and restart), `mount.rs` (ftpfs mounts),
 //! `raw_ftp.rs` (a bare control connection), `files.rs` (test data),
 //! `process.rs` (child processes), `tools.rs` (commands for real tools), `proxy.rs` (the fault-injecting proxy),
-//! `pki.rs` (TLS certificates). This file keeps the macro, the paths, the
+//! `pki.rs` (TLS certificates), `users.rs` (an ordinary user for non-root runs). This file keeps the macro, the paths, the
 //! small shared helpers, and re-exports every public name, so tests write
 //! `support::X` whatever file it lives in.
 //!
@@ -45,6 +45,7 @@ mod proxy;
 mod raw_ftp;
 mod server;
 mod tools;
+mod users;
 
 #[allow(unused_imports)] // not every test binary uses every helper
 pub use files::{files_equal, first_difference, gen_bytes, write_file};
@@ -67,6 +68,8 @@ pub use server::{
 };
 #[allow(unused_imports)]
 pub use tools::git;
+#[allow(unused_imports)]
+pub use users::{as_user, run_for, user_ids, DevFuseMode, TEST_USER};
 
 use std::collections::hash_map::RandomState;
 use std::fs::{self, File, OpenOptions};
