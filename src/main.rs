@@ -149,6 +149,8 @@ fn run(args: Args) -> Result<(), String> {
         log::warn!("could not hide the password from the process list: {why}");
     }
     let mountpoint = daemon::check_mountpoint(&args.mountpoint, opts.nonempty)?;
+    // SAFETY: geteuid cannot fail.
+    mount::check_allowed(opts.allow_other, unsafe { libc::geteuid() })?;
 
     let prompt = |q: &str| {
         if std::io::stdin().is_terminal() {

@@ -318,3 +318,40 @@ fn wrong_password_without_f_is_printed() {
         wrong_password_in_the_background();
     }
 }
+
+/// `-o allow_other` by a user, without `user_allow_other` in /etc/fuse.conf:
+/// refused at once, naming the fix (unless this machine's fuse.conf has it).
+#[test]
+fn allow_other_without_fuse_conf_names_the_fix() {
+    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let conf = fs::read_to_string("/etc/fuse.conf").unwrap_or_default();
+    if conf.lines().any(|l| l.trim() == "user_allow_other") {
+        eprintln!("/etc/fuse.conf has user_allow_other: nothing to refuse here");
+        return;
+    }
+    let _mode = DevFuseMode::set(0o666);
+    let (uid, gid, _) = user_ids();
+    let s = server();
+    let d = UserDir::new(uid, gid);
+    let out = run_for(
+        T,
+        as_user(
+            ftpfs_bin().to_str().expect("utf-8 path"),
+            &[
+                "-o",
+                "allow_other",
+                &url_with_password(&s, &s.password),
+                d.s(),
+            ],
+        ),
+    );
+    let err = text(&out.stderr);
+    eprintln!("[allow_other as a user] {err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err,
+        "ftpfs: -o allow_other needs 'user_allow_other' in /etc/fuse.conf for a mount by a \
+         user other than root; as root, run: echo user_allow_other >> /etc/fuse.conf"
+    );
+    assert!(!is_mounted(&d.mnt));
+}
