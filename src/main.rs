@@ -150,7 +150,9 @@ fn run(args: Args) -> Result<(), String> {
     }
     let mountpoint = daemon::check_mountpoint(&args.mountpoint, opts.nonempty)?;
     // SAFETY: geteuid cannot fail.
-    mount::check_allowed(opts.allow_other, unsafe { libc::geteuid() })?;
+    let euid = unsafe { libc::geteuid() };
+    // Before the login: what fusermount3 would refuse after it.
+    mount::check_allowed(opts.allow_other, euid)?;
 
     let prompt = |q: &str| {
         if std::io::stdin().is_terminal() {
@@ -241,6 +243,7 @@ fn run(args: Args) -> Result<(), String> {
         display: &display,
         mountpoint: &mountpoint,
         tls_mode: tls_opts.mode,
+        euid,
         remote,
         fs_cfg,
     };
@@ -261,6 +264,7 @@ struct Mounted<'a> {
     display: &'a str,
     mountpoint: &'a Path,
     tls_mode: ftp::tls::TlsMode,
+    euid: u32,
     remote: FtpRemote,
     fs_cfg: fs::FsConfig,
 }
@@ -273,6 +277,7 @@ impl Mounted<'_> {
             display,
             mountpoint,
             tls_mode,
+            euid,
             remote,
             fs_cfg,
         } = self;
@@ -305,8 +310,6 @@ impl Mounted<'_> {
         let mut config = Config::default();
         config.n_threads = Some((opts.connections * 2).clamp(4, 16));
         config.clone_fd = true;
-        // SAFETY: geteuid cannot fail.
-        let euid = unsafe { libc::geteuid() };
         let (mut session, way) = mount::mount(
             fuse::FuseAdapter::new(Arc::clone(&filesystem)),
             mountpoint,

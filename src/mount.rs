@@ -117,7 +117,8 @@ pub fn fusermount_options(spec: &MountSpec) -> String {
     o.join(",")
 }
 
-/// Mounts `fs` on `mountpoint`, the way this process may.
+/// Mounts `fs` on `mountpoint`, the way this process may. The caller has
+/// checked `allow_other` with [`check_allowed`] (before logging in).
 pub fn mount<FS: Filesystem>(
     fs: FS,
     mountpoint: &Path,
@@ -125,7 +126,6 @@ pub fn mount<FS: Filesystem>(
     mut config: Config,
     euid: u32,
 ) -> Result<(Session<FS>, Way), String> {
-    check_allowed(spec.allow_other, euid)?;
     if spec.allow_other {
         config.acl = SessionACL::All;
     }

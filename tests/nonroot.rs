@@ -20,8 +20,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use support::{
-    as_user, force_unmount, ftpfs_bin, is_mounted, run_for, user_ids, wait_timeout, wait_until,
-    DevFuseMode, FtpServer,
+    as_user, force_unmount, ftpfs_bin, is_mounted, run_for, text, user_ids, wait_timeout,
+    wait_until, DevFuseMode, FtpServer,
 };
 
 /// Every case holds this: the /dev/fuse mode is shared.
@@ -89,43 +89,41 @@ impl Drop for UserDir {
     }
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).trim().to_string()
-}
-
-/// PIDs whose command line mentions `needle`.
-fn pids_mentioning(needle: &str) -> Vec<u32> {
+/// Every other process: (pid, owner uid, command line with spaces for NULs).
+fn processes() -> Vec<(u32, u32, String)> {
     let mut out = Vec::new();
     for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
-        if let Ok(raw) = fs::read(format!("/proc/{pid}/cmdline")) {
-            if String::from_utf8_lossy(&raw).contains(needle) && pid != std::process::id() {
-                out.push(pid);
-            }
+        let (Ok(meta), Ok(raw)) = (e.metadata(), fs::read(format!("/proc/{pid}/cmdline"))) else {
+            continue;
+        };
+        if pid != std::process::id() {
+            let shown = String::from_utf8_lossy(&raw).replace('\0', " ");
+            out.push((pid, meta.uid(), shown));
         }
     }
     out
 }
 
+/// PIDs whose command line mentions `needle`.
+fn pids_mentioning(needle: &str) -> Vec<u32> {
+    processes()
+        .into_iter()
+        .filter(|(_, _, cmd)| cmd.contains(needle))
+        .map(|(pid, _, _)| pid)
+        .collect()
+}
+
 /// Every process of the test user whose command line holds `secret`, as
 /// "pid: cmdline" (the test server's own command line has the password).
 fn cmdlines_with(secret: &str, uid: u32) -> Vec<String> {
-    let mut out = Vec::new();
-    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let name = e.file_name().to_string_lossy().to_string();
-        if name.parse::<u32>().is_err() || e.metadata().map(|m| m.uid()).ok() != Some(uid) {
-            continue;
-        }
-        if let Ok(raw) = fs::read(format!("/proc/{name}/cmdline")) {
-            let shown = String::from_utf8_lossy(&raw).replace('\0', " ");
-            if shown.contains(secret) {
-                out.push(format!("{name}: {shown}"));
-            }
-        }
-    }
-    out
+    processes()
+        .into_iter()
+        .filter(|(_, owner, cmd)| *owner == uid && cmd.contains(secret))
+        .map(|(pid, _, cmd)| format!("{pid}: {cmd}"))
+        .collect()
 }
 
 fn server() -> FtpServer {

@@ -18,17 +18,13 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use support::{
-    as_user, is_mounted, repo_dir, run_for, user_ids, wait_until, DevFuseMode, FtpServer,
+    as_user, is_mounted, repo_dir, run_for, text, user_ids, wait_until, DevFuseMode, FtpServer,
 };
 
 const T: Duration = Duration::from_secs(60);
 /// Building the package compiles a release binary.
 const BUILD: Duration = Duration::from_secs(900);
 const FSTAB: &str = "/etc/fstab";
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).trim().to_string()
-}
 
 fn ok(what: &str, out: &Output) -> String {
     assert!(

@@ -32,6 +32,9 @@ const MAX_WINDOW: u64 = 8 * 1024 * 1024;
 const KEEP_BEHIND: u64 = BLOCK;
 /// A forward jump up to this far is read through instead of restarting the download.
 const SKIP_AHEAD: u64 = 4 * 1024 * 1024;
+/// How far the kernel's concurrent read-ahead may run ahead of the read it
+/// follows: reads within this of the expected offset still count as streaming.
+const READ_AHEAD_SLACK: u64 = 2 * BLOCK;
 /// How often a read waiting on a stream that may go to segments judges its speed.
 const JUDGE_POLL: Duration = Duration::from_millis(20);
 /// How many times a download that broke is resumed (REST at the exact offset reached).
@@ -218,8 +221,6 @@ struct StreamState {
     chunks: VecDeque<(u64, Arc<Block>)>,
     /// The offset the producer has reached.
     produced: u64,
-    /// Bytes received so far, up to inside the block being filled (for speed).
-    arrived: u64,
     /// The producer may read up to here.
     limit: u64,
     /// Never beyond here (where segments take over; `u64::MAX` when none do).
@@ -242,6 +243,9 @@ struct StreamState {
 struct Shared {
     st: Mutex<StreamState>,
     cv: Condvar,
+    /// The offset received so far, up to inside the block being filled (for
+    /// the speed): updated per socket read, so kept out of the lock.
+    arrived: AtomicU64,
 }
 
 impl Shared {
@@ -291,6 +295,7 @@ impl Stream {
                 ..Default::default()
             }),
             cv: Condvar::new(),
+            arrived: AtomicU64::new(start),
         });
         let producer = Arc::clone(&shared);
         let cache = Arc::clone(cache);
@@ -326,7 +331,8 @@ impl Stream {
         if st.resumed || st.error.is_some() {
             return None;
         }
-        let got = st.arrived.max(st.produced).saturating_sub(self.start);
+        let arrived = self.shared.arrived.load(Ordering::Relaxed);
+        let got = arrived.max(st.produced).saturating_sub(self.start);
         let secs = self.since.elapsed().as_secs_f64();
         (got >= super::segments::JUDGE_AFTER && secs > 0.0).then(|| got as f64 / secs)
     }
@@ -542,7 +548,7 @@ fn produce(
                 Ok(0) => break Ok(()), // the end of the file
                 Ok(n) => {
                     filled += n;
-                    shared.lock().arrived = pos + filled as u64;
+                    shared.arrived.store(pos + filled as u64, Ordering::Relaxed);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => break Err(e),
@@ -759,7 +765,7 @@ impl Reader {
         // A read that is part of a streaming read (not the first small one,
         // which may be all a reader wants) judges the stream while it waits.
         // The kernel's concurrent read-ahead arrives slightly out of order.
-        let streaming = offset.abs_diff(self.next_expected) <= 2 * BLOCK;
+        let streaming = offset.abs_diff(self.next_expected) <= READ_AHEAD_SLACK;
         let judge = streaming && (offset > 0 || size >= BLOCK) && self.could_segment(offset);
         for _ in 0..3 {
             let usable = self.stream.as_ref().is_some_and(|s| s.reaches(offset));
@@ -770,7 +776,7 @@ impl Reader {
                 }
                 // The handle's first read near the start (the kernel's
                 // read-ahead can overtake the read at 0) downloads from 0.
-                let from = if self.next_expected == 0 && offset <= 2 * BLOCK {
+                let from = if self.next_expected == 0 && offset <= READ_AHEAD_SLACK {
                     0
                 } else {
                     offset

@@ -69,7 +69,7 @@ pub use server::{
 #[allow(unused_imports)]
 pub use tools::git;
 #[allow(unused_imports)]
-pub use users::{as_user, run_for, user_ids, DevFuseMode, TEST_USER};
+pub use users::{as_user, run_for, text, user_ids, DevFuseMode, TEST_USER};
 
 use std::collections::hash_map::RandomState;
 use std::fs::{self, File, OpenOptions};

@@ -69,6 +69,11 @@ pub fn run_for(limit: Duration, mut c: Command) -> Output {
     child.wait_with_output().expect("wait")
 }
 
+/// A command's output as trimmed text.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).trim().to_string()
+}
+
 /// Sets the mode of /dev/fuse (machine-wide: hold a lock shared by the tests
 /// of the binary that change it), and puts the old one back on drop.
 pub struct DevFuseMode(u32);
